@@ -1,0 +1,1 @@
+"""Episode containers and on-disk formats."""

@@ -1,0 +1,238 @@
+"""
+Message <-> numpy conversions: the only place in the package where they live.
+
+Plain numpy, no cv_bridge (no wheel of it exists).  Stamps are always taken from
+the message header (the source's time), never from the arrival time.
+"""
+
+import math
+
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import TwistStamped
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image
+
+IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1}
+"""Image encodings this module reads, with their number of 8-bit channels."""
+
+
+class ConversionError(ValueError):
+    """A message cannot be converted because its content is inconsistent or unsupported."""
+
+
+class MalformedImageError(ConversionError):
+    """An Image whose size, step or data length do not agree with each other."""
+
+
+class UnsupportedEncodingError(ConversionError):
+    """An Image with an encoding other than rgb8, bgr8 or mono8."""
+
+
+class MalformedJointStateError(ConversionError):
+    """A JointState whose name and position arrays differ in length."""
+
+
+def stamp_to_s(stamp):
+    """
+    Convert a builtin_interfaces/Time to float seconds.
+
+    :param stamp: builtin_interfaces.msg.Time
+    :return: seconds as float
+    """
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def s_to_stamp(time_s):
+    """
+    Convert float seconds to a builtin_interfaces/Time.
+
+    :param time_s: seconds (finite, >= 0)
+    :return: builtin_interfaces.msg.Time
+    :raises ValueError: for a negative or non-finite time
+    """
+    if not math.isfinite(time_s) or time_s < 0.0:
+        raise ValueError(f'a stamp needs a finite time >= 0 s, got {time_s!r}')
+    sec = int(time_s)
+    nanosec = int(round((time_s - sec) * 1e9))
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def header_stamp_s(msg):
+    """
+    Read the source time of a stamped message.
+
+    :param msg: any message with a ``header``
+    :return: header stamp in seconds
+    """
+    return stamp_to_s(msg.header.stamp)
+
+
+def image_to_rgb(msg):
+    """
+    Convert a sensor_msgs/Image to an RGB array.
+
+    rgb8 is returned as is (a copy), bgr8 has its channels swapped and mono8 is
+    repeated over three channels.  Row padding (``step`` larger than a row) is
+    removed.
+
+    :param msg: sensor_msgs.msg.Image
+    :return: (height, width, 3) uint8 array
+    :raises UnsupportedEncodingError: for an encoding other than rgb8, bgr8, mono8
+    :raises MalformedImageError: when step, height and data length disagree
+    """
+    channels = IMAGE_CHANNELS.get(msg.encoding)
+    if channels is None:
+        raise UnsupportedEncodingError(
+            f'image encoding {msg.encoding!r} is not supported; use one of {sorted(IMAGE_CHANNELS)}')
+    height, width, step = msg.height, msg.width, msg.step
+    row_bytes = width * channels
+    if height == 0 or width == 0:
+        raise MalformedImageError(f'image has no pixels: {width}x{height}')
+    if step < row_bytes:
+        raise MalformedImageError(
+            f'image step {step} is smaller than a {msg.encoding} row of width {width} '
+            f'({row_bytes} bytes)')
+    if len(msg.data) != step * height:
+        raise MalformedImageError(
+            f'image data has {len(msg.data)} bytes, expected step*height = {step}*{height} = '
+            f'{step * height}')
+    flat = np.frombuffer(msg.data, dtype=np.uint8)
+    pixels = flat.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
+    if msg.encoding == 'rgb8':
+        return pixels.copy()
+    if msg.encoding == 'bgr8':
+        return np.ascontiguousarray(pixels[:, :, ::-1])
+    return np.repeat(pixels, 3, axis=2)
+
+
+def rgb_to_image(rgb, stamp_s, frame_id):
+    """
+    Build an rgb8 sensor_msgs/Image from an RGB array.
+
+    :param rgb: (height, width, 3) uint8 array
+    :param stamp_s: source time of the image in seconds (goes into the header)
+    :param frame_id: optical frame of the camera
+    :return: sensor_msgs.msg.Image
+    :raises MalformedImageError: for an array that is not (H, W, 3) uint8
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
+            or rgb.shape[2] != 3:
+        shape = getattr(rgb, 'shape', None)
+        dtype = getattr(rgb, 'dtype', type(rgb).__name__)
+        raise MalformedImageError(f'expected an (H, W, 3) uint8 array, got shape {shape} {dtype}')
+    msg = Image()
+    msg.header.stamp = s_to_stamp(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding = 'rgb8'
+    msg.is_bigendian = 0
+    msg.step = msg.width * 3
+    msg.data = np.ascontiguousarray(rgb).tobytes()
+    return msg
+
+
+def camera_info_from_intrinsics(intrinsics, stamp_s, frame_id):
+    """
+    Build a sensor_msgs/CameraInfo for an unrectified pinhole camera.
+
+    An uncalibrated camera (fx == 0) gives all-zero K and P, which ROS reads as
+    "no calibration".
+
+    :param intrinsics: any object with ``width``, ``height``, ``fx``, ``fy``,
+        ``cx``, ``cy``, ``distortion_model`` and ``distortion`` (a sequence of floats),
+        such as :class:`active_finetune.devices.camera.CameraIntrinsics`
+    :param stamp_s: source time in seconds, the same as the image it describes
+    :param frame_id: optical frame of the camera
+    :return: sensor_msgs.msg.CameraInfo
+    """
+    msg = CameraInfo()
+    msg.header.stamp = s_to_stamp(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = int(intrinsics.width), int(intrinsics.height)
+    msg.distortion_model = intrinsics.distortion_model
+    msg.d = [float(c) for c in intrinsics.distortion]
+    fx, fy, cx, cy = (float(v) for v in (intrinsics.fx, intrinsics.fy, intrinsics.cx,
+                                         intrinsics.cy))
+    msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+def joint_positions(msg):
+    """
+    Read joint positions by name from a sensor_msgs/JointState.
+
+    :param msg: sensor_msgs.msg.JointState
+    :return: dict joint name -> position (rad or m)
+    :raises MalformedJointStateError: when names and positions differ in length
+    """
+    if len(msg.name) != len(msg.position):
+        raise MalformedJointStateError(
+            f'joint state has {len(msg.name)} names but {len(msg.position)} positions')
+    return {name: float(position) for name, position in zip(msg.name, msg.position)}
+
+
+def pose_position(msg):
+    """
+    Read the position of a geometry_msgs/PoseStamped.
+
+    :param msg: geometry_msgs.msg.PoseStamped
+    :return: (3,) float64 array x, y, z in metres
+    """
+    p = msg.pose.position
+    return np.array([p.x, p.y, p.z], dtype=np.float64)
+
+
+def twist_linear(twist):
+    """
+    Read the linear velocity of a geometry_msgs/Twist.
+
+    :param twist: geometry_msgs.msg.Twist (for a TwistStamped pass ``msg.twist``)
+    :return: (3,) float64 array vx, vy, vz in m/s
+    """
+    v = twist.linear
+    return np.array([v.x, v.y, v.z], dtype=np.float64)
+
+
+def twist_angular(twist):
+    """
+    Read the angular velocity of a geometry_msgs/Twist.
+
+    :param twist: geometry_msgs.msg.Twist
+    :return: (3,) float64 array wx, wy, wz in rad/s
+    """
+    w = twist.angular
+    return np.array([w.x, w.y, w.z], dtype=np.float64)
+
+
+def twist_stamped_to_linear(msg):
+    """
+    Read the linear velocity of a geometry_msgs/TwistStamped.
+
+    :param msg: geometry_msgs.msg.TwistStamped
+    :return: (3,) float64 array vx, vy, vz in m/s
+    """
+    return twist_linear(msg.twist)
+
+
+def linear_to_twist_stamped(linear_mps, stamp_s, frame_id):
+    """
+    Build a geometry_msgs/TwistStamped with a linear velocity and zero angular velocity.
+
+    :param linear_mps: (3,) vx, vy, vz in m/s
+    :param stamp_s: time of the command in seconds
+    :param frame_id: frame the velocity is expressed in (the robot base, REP 103)
+    :return: geometry_msgs.msg.TwistStamped
+    :raises ValueError: when ``linear_mps`` does not have 3 elements
+    """
+    linear = np.asarray(linear_mps, dtype=np.float64).reshape(-1)
+    if linear.shape != (3,):
+        raise ValueError(f'a linear velocity needs 3 elements, got shape {linear.shape}')
+    msg = TwistStamped()
+    msg.header.stamp = s_to_stamp(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in linear)
+    return msg

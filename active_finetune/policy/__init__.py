@@ -1,0 +1,1 @@
+"""Task-conditioned Gaussian policies, their checkpoints and an inference wrapper."""

@@ -1,0 +1,297 @@
+"""Task-conditioned Gaussian policies: a CNN image variant and a state variant with one interface."""
+
+from dataclasses import asdict, dataclass, field
+import math
+
+import torch
+from torch import nn
+
+from active_finetune.data.episode import ACTION_DIM, PROPRIO_DIM
+
+LOG_STD_MIN = -5.0
+LOG_STD_MAX = 1.0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Architecture of a policy; stored in every checkpoint so one call rebuilds it."""
+
+    tasks: tuple
+    """Task names; the index of a name is its task id."""
+    observation: str = 'image'
+    """'image' (camera + proprioception) or 'state' (Meta-World's 39-d state + proprioception)."""
+    image_size: int = 96
+    state_dim: int = 39
+    task_embedding_dim: int = 32
+    conv_channels: tuple = (16, 32, 32, 32)
+    hidden_dim: int = 256
+    feature_dim: int = 128
+    """Width of the last hidden layer: the size of last-layer feature embeddings."""
+    adaptive_prior: bool = False
+    """Whether a frozen pretrained copy is mixed in by a learned per-task weight (AMF.md)."""
+
+    def __post_init__(self):
+        object.__setattr__(self, 'tasks', tuple(self.tasks))
+        object.__setattr__(self, 'conv_channels', tuple(self.conv_channels))
+        if not self.tasks:
+            raise ValueError('a policy needs at least one task')
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f'duplicate task names: {list(self.tasks)}')
+        if self.observation not in ('image', 'state'):
+            raise ValueError(f"observation must be 'image' or 'state', got {self.observation!r}")
+        if self.observation == 'image' and not 16 <= self.image_size <= 256:
+            raise ValueError(f'image_size must be in [16, 256], got {self.image_size}')
+        for name in ('state_dim', 'task_embedding_dim', 'hidden_dim', 'feature_dim'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+
+    def to_dict(self):
+        """
+        Serialise to JSON-compatible types.
+
+        :return: dict of the fields
+        """
+        d = asdict(self)
+        d['tasks'] = list(self.tasks)
+        d['conv_channels'] = list(self.conv_channels)
+        return d
+
+    def task_id(self, task):
+        """
+        Look up a task's index.
+
+        :param task: task name
+        :return: its integer id
+        :raises KeyError: naming the task and the known ones
+        """
+        try:
+            return self.tasks.index(task)
+        except ValueError:
+            raise KeyError(f'unknown task {task!r}; this policy knows {list(self.tasks)}') from None
+
+
+@dataclass
+class ObservationBatch:
+    """A batch of normalised-or-raw policy inputs as tensors."""
+
+    task_ids: torch.Tensor
+    proprio: torch.Tensor
+    images: torch.Tensor | None = None
+    """uint8 (B, H, W, 3)."""
+    states: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+    def to(self, device):
+        """
+        Move every tensor to ``device``.
+
+        :param device: torch device
+        :return: a new batch
+        """
+        return ObservationBatch(
+            task_ids=self.task_ids.to(device), proprio=self.proprio.to(device),
+            images=None if self.images is None else self.images.to(device),
+            states=None if self.states is None else self.states.to(device))
+
+
+class _Backbone(nn.Module):
+    """Observation encoder, task embedding and MLP trunk up to the last hidden layer."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        if config.observation == 'image':
+            layers = []
+            in_ch = 3
+            for i, ch in enumerate(config.conv_channels):
+                layers += [nn.Conv2d(in_ch, ch, 3, stride=2 if i < 3 else 1, padding=1), nn.ReLU()]
+                in_ch = ch
+            self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                                         nn.Linear(in_ch * 16, 128), nn.LayerNorm(128), nn.ReLU())
+            obs_dim = 128
+        else:
+            self.encoder = nn.Sequential(nn.Linear(config.state_dim, 128), nn.ReLU())
+            obs_dim = 128
+        self.task_embedding = nn.Embedding(len(config.tasks), config.task_embedding_dim)
+        self.trunk = nn.Sequential(
+            nn.Linear(obs_dim + PROPRIO_DIM + config.task_embedding_dim, config.hidden_dim), nn.ReLU(),
+            nn.Linear(config.hidden_dim, config.feature_dim), nn.ReLU())
+
+    def forward(self, obs_features, proprio, task_ids):
+        x = torch.cat([self.encoder(obs_features), proprio, self.task_embedding(task_ids)], dim=-1)
+        return self.trunk(x)
+
+
+class GaussianHead(nn.Module):
+    """Linear layer to a tanh-squashed mean and a clamped log standard deviation."""
+
+    def __init__(self, feature_dim):
+        super().__init__()
+        self.linear = nn.Linear(feature_dim, 2 * ACTION_DIM)
+
+    def forward(self, features):
+        out = self.linear(features)
+        mean = torch.tanh(out[..., :ACTION_DIM])
+        log_std = out[..., ACTION_DIM:].clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return mean, log_std
+
+
+class _GaussianPolicyNet(nn.Module):
+    """Backbone plus Gaussian head for one set of weights."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.backbone = _Backbone(config)
+        self.head = GaussianHead(config.feature_dim)
+
+
+class TaskPolicy(nn.Module):
+    """
+    Task-conditioned Gaussian policy pi(a | s, c).
+
+    Normalisation of proprioception and state lives in buffers, so a checkpoint carries it.
+    With ``adaptive_prior`` the module also holds a frozen copy ``prior`` of the pretrained
+    weights and a per-task logit; the output mean is
+    ``alpha(c) * mean_ft + (1 - alpha(c)) * mean_prior`` (AMF.md, "Fine-tuning").
+    """
+
+    def __init__(self, config):
+        """
+        Build the network for ``config``.
+
+        :param config: a :class:`PolicyConfig`
+        """
+        super().__init__()
+        self.config = config
+        self.net = _GaussianPolicyNet(config)
+        self.register_buffer('proprio_mean', torch.zeros(PROPRIO_DIM))
+        self.register_buffer('proprio_std', torch.ones(PROPRIO_DIM))
+        self.register_buffer('state_mean', torch.zeros(config.state_dim))
+        self.register_buffer('state_std', torch.ones(config.state_dim))
+        if config.adaptive_prior:
+            self.prior = _GaussianPolicyNet(config)
+            self.prior.requires_grad_(False)
+            self.alpha_logit = nn.Parameter(torch.zeros(len(config.tasks)))
+
+    @property
+    def device(self):
+        """The device the weights are on."""
+        return self.proprio_mean.device
+
+    def _obs_features(self, batch):
+        if self.config.observation == 'image':
+            if batch.images is None:
+                raise ValueError('this policy needs camera images, the batch has none')
+            return batch.images.permute(0, 3, 1, 2).float().div(255.0)
+        if batch.states is None:
+            raise ValueError('this state-based policy needs states, the batch has none')
+        return (batch.states.float() - self.state_mean) / self.state_std
+
+    def _inputs(self, batch):
+        proprio = (batch.proprio.float() - self.proprio_mean) / self.proprio_std
+        return self._obs_features(batch), proprio, batch.task_ids.long()
+
+    def features(self, batch):
+        """
+        Last hidden layer of the fine-tuned network (the "last-layer features" embedding).
+
+        :param batch: an :class:`ObservationBatch`
+        :return: (B, feature_dim)
+        """
+        return self.net.backbone(*self._inputs(batch))
+
+    def alpha(self, task_ids):
+        """
+        Per-task weight of the fine-tuned network in the adaptive-prior mixture.
+
+        :param task_ids: (B,) long
+        :return: (B, 1); ones when there is no prior
+        """
+        if not self.config.adaptive_prior:
+            return torch.ones(len(task_ids), 1, device=self.device)
+        return torch.sigmoid(self.alpha_logit[task_ids.long()]).unsqueeze(-1)
+
+    def forward(self, batch):
+        """
+        Predict the action distribution.
+
+        :param batch: an :class:`ObservationBatch`
+        :return: (mean, log_std, features), each with batch dimension first
+        """
+        inputs = self._inputs(batch)
+        features = self.net.backbone(*inputs)
+        mean, log_std = self.net.head(features)
+        if self.config.adaptive_prior:
+            with torch.no_grad():
+                prior_mean, prior_log_std = self.prior.head(self.prior.backbone(*inputs))
+            alpha = self.alpha(batch.task_ids)
+            mean = alpha * mean + (1 - alpha) * prior_mean
+            log_std = torch.log(alpha * log_std.exp() + (1 - alpha) * prior_log_std.exp())
+        return mean, log_std, features
+
+    def loss_gradient_embeddings(self, batch):
+        """
+        Expected loss-gradient embeddings with respect to the head's mean weights and bias.
+
+        The Gaussian NLL at the model's own mean has zero gradient, so the label is drawn from
+        the policy's predictive distribution, y = mean + sigma * eps.  Per action dimension j the
+        gradient of the NLL with respect to the head row j is ``-eps_j / sigma_j * (1 - mean_j^2)
+        * [h, 1]``.  Averaging the linear kernel of these gradients over labels drawn with common
+        random numbers (BADGE-style) gives, in the limit of many samples, the kernel of the
+        deterministic embedding returned here: ``[(1 - mean_j^2) / sigma_j * [h, 1]]_j``.
+
+        :param batch: an :class:`ObservationBatch`
+        :return: (B, ACTION_DIM * (feature_dim + 1)) float tensor
+        """
+        mean, log_std, features = self.forward(batch)
+        alpha = self.alpha(batch.task_ids)
+        scale = alpha * (1 - mean.pow(2)) / log_std.exp()
+        h = torch.cat([features, torch.ones_like(features[:, :1])], dim=-1)
+        return (scale.unsqueeze(-1) * h.unsqueeze(1)).flatten(1)
+
+    def set_normalisation(self, proprio_mean, proprio_std, state_mean=None, state_std=None):
+        """
+        Store observation normalisation statistics (std floored at 1e-3).
+
+        :param proprio_mean: (PROPRIO_DIM,)
+        :param proprio_std: (PROPRIO_DIM,)
+        :param state_mean: (state_dim,) or None
+        :param state_std: (state_dim,) or None
+        """
+        self.proprio_mean.copy_(torch.as_tensor(proprio_mean, dtype=torch.float32))
+        self.proprio_std.copy_(torch.as_tensor(proprio_std, dtype=torch.float32).clamp_min(1e-3))
+        if state_mean is not None:
+            self.state_mean.copy_(torch.as_tensor(state_mean, dtype=torch.float32))
+            self.state_std.copy_(torch.as_tensor(state_std, dtype=torch.float32).clamp_min(1e-3))
+
+
+def gaussian_nll(mean, log_std, target):
+    """
+    Per-sample Gaussian negative log-likelihood of ``target``, summed over action dimensions.
+
+    :param mean: (B, A)
+    :param log_std: (B, A)
+    :param target: (B, A)
+    :return: (B,)
+    """
+    z = (target - mean) / log_std.exp()
+    return (0.5 * z.pow(2) + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def with_adaptive_prior(policy):
+    """
+    Make a fine-tunable copy of ``policy`` that mixes in a frozen copy of its current weights.
+
+    :param policy: a pretrained :class:`TaskPolicy` (with or without a prior)
+    :return: a new :class:`TaskPolicy` whose ``net`` and ``prior`` both start at ``policy.net``
+    """
+    from dataclasses import replace
+    config = replace(policy.config, adaptive_prior=True)
+    new = TaskPolicy(config).to(policy.device)
+    state = {k: v for k, v in policy.state_dict().items() if not k.startswith(('prior.', 'alpha_logit'))}
+    new.load_state_dict(state, strict=False)
+    new.prior.load_state_dict(policy.net.state_dict())
+    if policy.config.adaptive_prior:
+        new.prior.load_state_dict(policy.prior.state_dict())
+        new.alpha_logit.data.copy_(policy.alpha_logit.data)
+    return new

@@ -1,0 +1,1 @@
+"""Meta-World simulation with scripted expert operators."""

@@ -1,0 +1,1 @@
+"""Behaviour cloning: pretraining and fine-tuning with forgetting control."""

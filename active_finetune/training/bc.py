@@ -1,0 +1,216 @@
+"""Behaviour cloning for task-conditioned Gaussian policies, with forgetting control for fine-tuning."""
+
+from dataclasses import dataclass
+import copy
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from active_finetune.policy.model import ObservationBatch, gaussian_nll, with_adaptive_prior
+from active_finetune.policy.runner import resize_image
+
+_LOG = logging.getLogger(__name__)
+
+FORGETTING_CONTROLS = ('adaptive_prior', 'l2_init', 'none')
+
+
+class EmptyDatasetError(ValueError):
+    """Raised when training is asked to run on no data."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Behaviour-cloning hyper-parameters."""
+
+    steps: int = 3000
+    batch_size: int = 128
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    image_shift_px: int = 4
+    """Random-shift augmentation of images (pad and crop), pixels; 0 turns it off."""
+    forgetting_control: str = 'adaptive_prior'
+    """'adaptive_prior' (AMF.md), 'l2_init' (L2 to the weights at the start) or 'none'."""
+    alpha_penalty: float = 0.1
+    """Conservative penalty on the per-task mixture weight alpha(c) (adaptive prior)."""
+    alpha_learning_rate: float = 1e-2
+    """Learning rate of the per-task mixture logits (they must move far in one round)."""
+    l2_init_weight: float = 1e-2
+    loss: str = 'nll'
+    """'nll' (Gaussian negative log-likelihood) or 'mse' (on the mean)."""
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f'steps must be >= 0, got {self.steps}')
+        if self.batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {self.batch_size}')
+        if not self.learning_rate > 0:
+            raise ValueError(f'learning_rate must be > 0, got {self.learning_rate}')
+        if self.forgetting_control not in FORGETTING_CONTROLS:
+            raise ValueError(f'forgetting_control must be one of {FORGETTING_CONTROLS}, '
+                             f'got {self.forgetting_control!r}')
+        if self.loss not in ('nll', 'mse'):
+            raise ValueError(f"loss must be 'nll' or 'mse', got {self.loss!r}")
+        if self.alpha_penalty < 0 or self.l2_init_weight < 0:
+            raise ValueError('alpha_penalty and l2_init_weight must be >= 0')
+
+
+class DemoDataset:
+    """
+    All (observation, action) rows of a list of episodes, as flat arrays.
+
+    :param episodes: list of :class:`Episode`
+    :param config: the policy's :class:`PolicyConfig` (task ids and image size come from it)
+    :raises EmptyDatasetError: if there are no rows
+    :raises KeyError: for an episode of a task the policy does not know
+    """
+
+    def __init__(self, episodes, config):
+        if not episodes:
+            raise EmptyDatasetError('no episodes to train on')
+        self.task_ids = np.concatenate([np.full(len(e), config.task_id(e.task)) for e in episodes])
+        self.proprio = np.concatenate([e.proprio for e in episodes])
+        self.actions = np.concatenate([e.actions for e in episodes])
+        self.images = None
+        self.states = None
+        if config.observation == 'image':
+            missing = [e.task for e in episodes if e.images is None]
+            if missing:
+                raise ValueError(f'image policy, but episodes of {missing[:3]} have no images')
+            self.images = np.concatenate([
+                np.stack([resize_image(im, config.image_size) for im in e.images]) for e in episodes])
+        else:
+            missing = [e.task for e in episodes if e.states is None]
+            if missing:
+                raise ValueError(f'state policy, but episodes of {missing[:3]} have no states')
+            self.states = np.concatenate([e.states for e in episodes])
+        self.task_counts = {}
+        for e in episodes:
+            self.task_counts[e.task] = self.task_counts.get(e.task, 0) + 1
+
+    def __len__(self):
+        return len(self.actions)
+
+    def batch(self, idx, device):
+        """
+        Rows ``idx`` as tensors.
+
+        :param idx: integer index array
+        :param device: torch device
+        :return: (ObservationBatch, actions tensor)
+        """
+        batch = ObservationBatch(
+            task_ids=torch.from_numpy(self.task_ids[idx]),
+            proprio=torch.from_numpy(self.proprio[idx]),
+            images=None if self.images is None else torch.from_numpy(self.images[idx]),
+            states=None if self.states is None else torch.from_numpy(self.states[idx]))
+        return batch.to(device), torch.from_numpy(self.actions[idx]).to(device)
+
+
+def fit_normalisation(policy, dataset):
+    """
+    Set the policy's observation normalisation from a dataset.
+
+    :param policy: a :class:`TaskPolicy`
+    :param dataset: a :class:`DemoDataset`
+    """
+    state_mean = state_std = None
+    if dataset.states is not None:
+        state_mean, state_std = dataset.states.mean(0), dataset.states.std(0)
+    policy.set_normalisation(dataset.proprio.mean(0), dataset.proprio.std(0), state_mean, state_std)
+
+
+def random_shift(images, pad, generator):
+    """
+    DrQ-style augmentation: replicate-pad and crop back at a random offset per image.
+
+    :param images: (B, H, W, 3) uint8 tensor
+    :param pad: pixels
+    :param generator: torch.Generator
+    :return: augmented (B, H, W, 3) uint8 tensor
+    """
+    if pad <= 0:
+        return images
+    b, h, w, _ = images.shape
+    x = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode='replicate')
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (dy.view(b, 1) + torch.arange(h).view(1, h)).to(x.device)
+    cols = (dx.view(b, 1) + torch.arange(w).view(1, w)).to(x.device)
+    x = x[torch.arange(b).view(b, 1, 1), :, rows.view(b, h, 1), cols.view(b, 1, w)]
+    return x.to(torch.uint8)
+
+
+def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None):
+    """
+    Behaviour cloning on ``dataset``, starting from ``policy``'s weights.
+
+    With ``forgetting_control='adaptive_prior'`` the returned policy mixes a frozen copy of the
+    pretrained weights with the fine-tuned ones by a learned alpha(c); tasks without data are
+    pushed towards alpha = 0 by the conservative penalty.  Deterministic on the CPU for a seed.
+
+    :param policy: starting :class:`TaskPolicy` (not modified)
+    :param dataset: :class:`DemoDataset`
+    :param config: :class:`TrainConfig`
+    :param progress: show a progress bar
+    :param log_fn: optional callable(step, metrics dict) called every 100 steps
+    :return: (trained policy in eval mode, final metrics dict)
+    :raises EmptyDatasetError: if the dataset is empty
+    """
+    if len(dataset) == 0:
+        raise EmptyDatasetError('dataset has no rows')
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if config.forgetting_control == 'adaptive_prior':
+        model = with_adaptive_prior(policy)
+    else:
+        model = copy.deepcopy(policy)
+    model.train()
+    device = model.device
+    init_params = None
+    if config.forgetting_control == 'l2_init':
+        init_params = [p.detach().clone() for p in model.net.parameters()]
+    groups = [{'params': [p for p in model.net.parameters() if p.requires_grad]}]
+    if config.forgetting_control == 'adaptive_prior':
+        groups.append({'params': [model.alpha_logit], 'lr': config.alpha_learning_rate,
+                       'weight_decay': 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    seen = torch.zeros(len(model.config.tasks), dtype=torch.bool, device=device)
+    seen[torch.as_tensor(np.unique(dataset.task_ids))] = True
+    metrics = {}
+    bar = tqdm(range(config.steps), desc='train', disable=not progress, leave=False)
+    for step in bar:
+        idx = rng.integers(0, len(dataset), size=min(config.batch_size, len(dataset)))
+        batch, target = dataset.batch(idx, device)
+        if batch.images is not None:
+            batch.images = random_shift(batch.images, config.image_shift_px, generator)
+        mean, log_std, _ = model(batch)
+        if config.loss == 'nll':
+            bc_loss = gaussian_nll(mean, log_std, target).mean()
+        else:
+            bc_loss = (mean - target).pow(2).sum(-1).mean()
+        loss = bc_loss
+        if config.forgetting_control == 'adaptive_prior':
+            alpha = torch.sigmoid(model.alpha_logit)
+            loss = loss + config.alpha_penalty * alpha[~seen].sum() / len(alpha) \
+                + config.alpha_penalty * 0.1 * alpha[seen].sum() / len(alpha)
+        elif init_params is not None:
+            l2 = sum((p - p0).pow(2).sum() for p, p0 in zip(model.net.parameters(), init_params))
+            loss = loss + config.l2_init_weight * l2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == config.steps - 1:
+            metrics = {'loss': float(loss), 'bc_loss': float(bc_loss),
+                       'mse': float((mean.detach() - target).pow(2).sum(-1).mean())}
+            bar.set_postfix(loss=f'{metrics["loss"]:.3f}')
+            if log_fn is not None:
+                log_fn(step, metrics)
+    if config.forgetting_control == 'adaptive_prior':
+        metrics['alpha'] = {t: float(a) for t, a in zip(model.config.tasks,
+                                                       torch.sigmoid(model.alpha_logit).tolist())}
+    return model.eval(), metrics

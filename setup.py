@@ -1,0 +1,56 @@
+"""ament_python package: `colcon build` on a ROS 2 Jazzy machine, `pip install -e .` without ROS."""
+
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'active_finetune'
+
+NODES = {
+    'camera_node': 'camera_node',
+    'spacemouse_node': 'spacemouse_node',
+    'sim_bridge_node': 'sim_bridge_node',
+    'command_mux_node': 'command_mux_node',
+    'policy_node': 'policy_node',
+    'task_selector_node': 'task_selector_node',
+    'demo_recorder_node': 'demo_recorder_node',
+    'trainer_node': 'trainer_node',
+}
+COMMANDS = {
+    'af-pretrain': 'active_finetune.commands.pretrain:main',
+    'af-evaluate': 'active_finetune.commands.evaluate:main',
+    'af-experiment': 'active_finetune.commands.experiment:main',
+    'af-demo-loop': 'active_finetune.commands.demo_loop:main',
+    'af-runner': 'active_finetune.runner:main',
+    'af-console': 'active_finetune.nodes.operator_console:main',
+}
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*', 'bench']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
+        (f'share/{PACKAGE}', ['package.xml']),
+        (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
+        (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.sdf')),
+        (f'share/{PACKAGE}/checkpoints/pretrained_mt10_skewed',
+         glob('checkpoints/pretrained_mt10_skewed/*')),
+    ],
+    # Dependencies are pinned in requirements.txt (the one place) and declared in package.xml for
+    # rosdep; install_requires stays empty so `colcon build` never pulls wheels over the ROS install.
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='active_finetune developers',
+    maintainer_email='active-finetune@example.org',
+    description='Active multi-task fine-tuning (AMF) of camera-based robot policies on ROS 2.',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': (
+            [f'{name} = {PACKAGE}.nodes.{module}:main' for name, module in NODES.items()]
+            + [f'{name} = {target}' for name, target in COMMANDS.items()]
+        ),
+    },
+)
