@@ -205,7 +205,7 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None)
         loss.backward()
         optimizer.step()
         if step % 100 == 0 or step == config.steps - 1:
-            metrics = {'loss': float(loss), 'bc_loss': float(bc_loss),
+            metrics = {'loss': float(loss.detach()), 'bc_loss': float(bc_loss.detach()),
                        'mse': float((mean.detach() - target).pow(2).sum(-1).mean())}
             bar.set_postfix(loss=f'{metrics["loss"]:.3f}')
             if log_fn is not None:

@@ -1,0 +1,226 @@
+"""
+The main job: the full active fine-tuning loop in simulation, through real ROS 2 topics.
+
+Starts the sim graph (simulation bridge with a scripted operator, command mux, policy node, task
+selector, demo recorder, trainer) with the project runner, watches the operator/trainer topics, prints
+one line per round, and ends with per-task success before and after fine-tuning, a JSON record and a
+plot.  Uses the shipped pretrained checkpoint.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+import random
+import threading
+import time
+
+from rich.console import Console
+
+from active_finetune.atomic_io import atomic_write_bytes
+from active_finetune.commands.common import PACKAGE_ROOT, setup_cli
+from active_finetune.commands.evaluate import success_table
+
+DEFAULT_CHECKPOINT = PACKAGE_ROOT / 'checkpoints' / 'pretrained_mt10_skewed'
+
+
+class LoopMonitor:
+    """
+    Collect what the loop's topics say (ROS-free bookkeeping; fed by :class:`MonitorNode`).
+
+    :param console: rich Console for the per-round lines
+    """
+
+    def __init__(self, console):
+        self.console = console
+        self.suggestions = {}
+        self.checkpoints = {}
+        self.evaluations = {}
+        self.active_version = None
+        self.done = False
+        self.errors = []
+        self._printed_rounds = set()
+        self.lock = threading.Lock()
+
+    def on_next_task(self, payload):
+        """Record a suggestion."""
+        with self.lock:
+            if payload.get('task'):
+                self.suggestions.setdefault(payload['request_id'], payload)
+            self.done = self.done or bool(payload.get('done'))
+
+    def on_checkpoint(self, payload):
+        """Record an announced checkpoint."""
+        with self.lock:
+            self.checkpoints[int(payload['version'])] = payload
+
+    def on_evaluation(self, payload):
+        """Record a checkpoint's evaluation and print the round's line."""
+        with self.lock:
+            version = int(payload['version'])
+            self.evaluations[version] = payload
+            if version in self._printed_rounds or version == 0:
+                return
+            self._printed_rounds.add(version)
+            ckpt = self.checkpoints.get(version, {})
+            used = ckpt.get('demos_used', '?')
+            chosen = [s for s in self.suggestions.values()
+                      if s.get('policy_version') == version - 1]
+            tasks = ', '.join(f'{s["task"]} ({s["scores"].get(s["task"], 0.0):.3f})' for s in chosen)
+            per_task = ' '.join(f'{t.split("-v3")[0]}={v:.2f}' for t, v in payload['success'].items())
+            self.console.print(
+                f'[bold]round {version}[/]: demos {tasks or "?"} | demos used {used} | '
+                f'checkpoint v{version} | mean success {payload["mean"]:.2f} | {per_task}')
+
+    def on_policy_status(self, payload):
+        """Track the policy node's active checkpoint version."""
+        with self.lock:
+            if payload.get('version') is not None:
+                self.active_version = payload['version']
+
+
+def _make_monitor_node(monitor):
+    from rclpy.node import Node
+    from std_msgs.msg import String
+    from active_finetune.nodes.qos import LATCHED_QOS
+
+    class MonitorNode(Node):
+        def __init__(self):
+            super().__init__('demo_loop_monitor')
+            for topic, handler in (('operator/next_task', monitor.on_next_task),
+                                   ('trainer/checkpoint', monitor.on_checkpoint),
+                                   ('trainer/evaluation', monitor.on_evaluation),
+                                   ('policy/status', monitor.on_policy_status)):
+                self.create_subscription(String, topic, lambda m, h=handler: self._safe(h, m), LATCHED_QOS)
+
+        def _safe(self, handler, msg):
+            try:
+                handler(json.loads(msg.data))
+            except (ValueError, KeyError, TypeError) as exc:
+                monitor.errors.append(f'malformed message: {exc!r}')
+
+    return MonitorNode()
+
+
+def plot_results(before, after, curve, path):
+    """
+    Write a two-panel PNG: per-task success before/after, and mean success vs demos.
+
+    :param before: dict task -> success of the pretrained policy
+    :param after: dict task -> success after the last round
+    :param curve: list of (demos used, mean success)
+    :param path: PNG path
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    tasks = list(before)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={'width_ratios': [2, 1]})
+    x = np.arange(len(tasks))
+    ax1.bar(x - 0.2, [before[t] for t in tasks], 0.4, label='pretrained')
+    ax1.bar(x + 0.2, [after.get(t, 0.0) for t in tasks], 0.4, label='after active fine-tuning')
+    ax1.set_xticks(x, [t.replace('-v3', '') for t in tasks], rotation=40, ha='right', fontsize=8)
+    ax1.set_ylabel('success rate')
+    ax1.set_ylim(0, 1.05)
+    ax1.legend(fontsize=8)
+    ax2.plot([c[0] for c in curve], [c[1] for c in curve], marker='o')
+    ax2.set_xlabel('demonstrations')
+    ax2.set_ylabel('mean success (all tasks)')
+    ax2.set_ylim(0, 1.05)
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    """Command-line entry point: ``af-demo-loop``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--checkpoint', default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument('--strategy', default='amf')
+    parser.add_argument('--budget', type=int, default=8)
+    parser.add_argument('--demos-per-round', type=int, default=2)
+    parser.add_argument('--finetune-steps', type=int, default=300)
+    parser.add_argument('--eval-episodes', type=int, default=2, help='per task, after every round')
+    parser.add_argument('--eval-max-steps', type=int, default=150)
+    parser.add_argument('--out', default=None, help='run directory (default runs/demo_<time>)')
+    parser.add_argument('--timeout-s', type=float, default=3600.0)
+    args = parser.parse_args(argv)
+    setup_cli()
+    from active_finetune.runner import GraphRunner
+    console = Console()
+    out = Path(args.out or PACKAGE_ROOT / 'runs' / time.strftime('demo_%Y%m%d_%H%M%S'))
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 200)))
+    overrides = {
+        'task_selector.strategy': args.strategy, 'task_selector.budget': args.budget,
+        'task_selector.demos_per_round': args.demos_per_round,
+        'task_selector.checkpoint_path': args.checkpoint,
+        'task_selector.dataset_dir': str(out / 'episodes'),
+        'demo_recorder.dataset_dir': str(out / 'episodes'),
+        'trainer.dataset_dir': str(out / 'episodes'),
+        'trainer.checkpoint_dir': str(out / 'checkpoints'),
+        'trainer.initial_checkpoint': args.checkpoint,
+        'trainer.demos_per_round': args.demos_per_round, 'trainer.steps': args.finetune_steps,
+        'trainer.evaluate_episodes': args.eval_episodes,
+        'trainer.evaluate_max_steps': args.eval_max_steps,
+        'trainer.log_dir': str(out / 'tensorboard'),
+        'policy.checkpoint_path': args.checkpoint,
+    }
+    console.print(f'[bold]active fine-tuning in simulation[/]: strategy {args.strategy}, budget '
+                  f'{args.budget} demos, {args.demos_per_round} per round, run directory {out}')
+    from active_finetune.policy.checkpoint import load_checkpoint
+    from active_finetune.sim.metaworld_env import SimConfig
+    from active_finetune.sim.rollouts import evaluate_policy
+    policy, _ = load_checkpoint(args.checkpoint)
+    t0 = time.perf_counter()
+    before = evaluate_policy(policy, policy.config.tasks, args.eval_episodes,
+                             SimConfig(image_size=policy.config.image_size, max_steps=args.eval_max_steps),
+                             base_seed=10_000, workers=1, progress=True)
+    console.print(f'round 0: pretrained policy, mean success {sum(before.values()) / len(before):.2f} '
+                  f'({time.perf_counter() - t0:.0f} s)')
+    rounds = -(-args.budget // args.demos_per_round)
+    monitor = LoopMonitor(console)
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    rclpy.init()
+    node = _make_monitor_node(monitor)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    status = 1
+    try:
+        with GraphRunner('sim', overrides=overrides, log_dir=out / 'logs') as graph:
+            deadline = time.monotonic() + args.timeout_s
+            while time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.5)
+                graph.check()
+                if monitor.done and len(monitor.evaluations) >= rounds and \
+                        all(v in monitor.evaluations for v in range(1, rounds + 1)):
+                    status = 0
+                    break
+            else:
+                console.print(f'[red]timed out after {args.timeout_s:.0f} s')
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    last = max(monitor.evaluations) if monitor.evaluations else None
+    after = monitor.evaluations[last]['success'] if last else {}
+    if after:
+        console.print(success_table('per-task success', {'pretrained': before, 'after': after}))
+        curve = [(0, sum(before.values()) / len(before))] + [
+            (monitor.checkpoints.get(v, {}).get('demos_used', v * args.demos_per_round),
+             monitor.evaluations[v]['mean']) for v in sorted(monitor.evaluations) if v > 0]
+        plot_results(before, after, curve, out / 'demo_loop.png')
+        record = {'args': vars(args), 'before': before, 'after': after, 'curve': curve,
+                  'suggestions': list(monitor.suggestions.values()),
+                  'wall_s': round(time.perf_counter() - t0, 1)}
+        atomic_write_bytes(out / 'demo_loop.json', json.dumps(record, indent=1).encode())
+        console.print(f'wrote {out / "demo_loop.json"} and {out / "demo_loop.png"} '
+                      f'({record["wall_s"]:.0f} s in all)')
+    return status
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""
+One fine-tuning round as a job for a separate process (ROS-free).
+
+The trainer node starts :func:`run_round` in a spawned process so no ROS callback waits for
+training; progress and the result come back through a multiprocessing queue as plain dicts.
+"""
+
+from dataclasses import dataclass, field, replace
+import logging
+from pathlib import Path
+import re
+import shutil
+import time
+
+_LOG = logging.getLogger(__name__)
+
+VERSION_DIR = re.compile(r'^v(\d{4,})$')
+
+
+@dataclass(frozen=True)
+class RoundJob:
+    """Everything a training round needs, picklable."""
+
+    base_checkpoint: str
+    episode_paths: tuple
+    checkpoint_dir: str
+    version: int
+    round_index: int
+    train: dict = field(default_factory=dict)
+    """Keyword arguments of :class:`TrainConfig`."""
+    evaluate_episodes: int = 0
+    evaluate_max_steps: int = 150
+    evaluate_tasks: tuple = ()
+    log_dir: str = ''
+    threads: int = 1
+
+
+def version_path(checkpoint_dir, version):
+    """
+    Directory of checkpoint ``version``.
+
+    :param checkpoint_dir: directory of all versions
+    :param version: int
+    :return: Path
+    """
+    return Path(checkpoint_dir) / f'v{version:04d}'
+
+
+def newest_version(checkpoint_dir):
+    """
+    Find the newest complete checkpoint version and remove torn temporary directories.
+
+    :param checkpoint_dir: directory of all versions
+    :return: (version, path) or (0, None) when there is none
+    """
+    from active_finetune.policy.checkpoint import CheckpointError, read_checkpoint_config
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return 0, None
+    for tmp in root.glob('.v*.tmp'):
+        _LOG.warning('removing interrupted checkpoint write %s', tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+    versions = sorted((int(m.group(1)), p) for p in root.iterdir()
+                      if (m := VERSION_DIR.match(p.name)) and p.is_dir())
+    for version, path in reversed(versions):
+        try:
+            read_checkpoint_config(path)
+            return version, path
+        except CheckpointError as exc:
+            _LOG.error('skipping unusable checkpoint %s: %s', path, exc)
+    return 0, None
+
+
+def run_round(job, queue):
+    """
+    Load episodes, fine-tune, write the checkpoint atomically, optionally evaluate in simulation.
+
+    Puts ``{'kind': 'progress', ...}`` dicts and finally one ``{'kind': 'result', ...}`` or
+    ``{'kind': 'error', 'message': ...}`` on ``queue``.
+
+    :param job: :class:`RoundJob`
+    :param queue: multiprocessing queue
+    """
+    try:
+        queue.put({'kind': 'result', **_run_round(job, queue)})
+    except Exception as exc:  # noqa: B902 - the parent must hear about every failure
+        _LOG.exception('training round failed')
+        queue.put({'kind': 'error', 'message': f'{type(exc).__name__}: {exc}'})
+
+
+def _run_round(job, queue):
+    import torch
+    torch.set_num_threads(job.threads)
+    from active_finetune.data.mcap_episode import EpisodeFileError, load_episode
+    from active_finetune.policy.checkpoint import load_checkpoint, save_checkpoint
+    from active_finetune.training.bc import DemoDataset, TrainConfig, train_bc
+
+    policy, base_config = load_checkpoint(job.base_checkpoint)
+    image_size = policy.config.image_size
+    episodes, skipped = [], []
+    for path in job.episode_paths:
+        try:
+            episode = load_episode(path, image_size=(image_size, image_size))
+            policy.config.task_id(episode.task)
+            episodes.append(episode)
+        except (EpisodeFileError, KeyError, ValueError, OSError) as exc:
+            skipped.append({'path': str(path), 'error': str(exc)})
+            queue.put({'kind': 'progress', 'state': 'training', 'progress': 0.0,
+                       'message': f'skipping unreadable episode {path}: {exc}'})
+    config = replace(TrainConfig(**job.train), seed=job.train.get('seed', 0) + job.round_index)
+    writer = None
+    if job.log_dir:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(Path(job.log_dir) / f'round{job.round_index:03d}'))
+
+    def log_fn(step, metrics):
+        queue.put({'kind': 'progress', 'state': 'training', 'progress': step / max(1, config.steps),
+                   'message': f'step {step}/{config.steps} loss {metrics["loss"]:.3f}'})
+        if writer is not None:
+            for key, value in metrics.items():
+                writer.add_scalar(f'finetune/{key}', value, step)
+
+    t0 = time.perf_counter()
+    policy, metrics = train_bc(policy, DemoDataset(episodes, policy.config), config, log_fn=log_fn)
+    train_s = time.perf_counter() - t0
+    if writer is not None:
+        writer.close()
+    path = version_path(job.checkpoint_dir, job.version)
+    provenance = {'kind': 'finetune', 'version': job.version, 'round': job.round_index,
+                  'base_sha256': base_config['weights_sha256'], 'demos_used': len(job.episode_paths),
+                  'episodes': [str(p) for p in job.episode_paths], 'skipped': skipped,
+                  'train_config': config.__dict__, 'train_s': round(train_s, 1),
+                  'metrics': {k: v for k, v in metrics.items() if k != 'alpha'}}
+    digest = save_checkpoint(policy, path, provenance)
+    result = {'path': str(path), 'sha256': digest, 'version': job.version, 'round': job.round_index,
+              'demos_used': len(job.episode_paths), 'skipped': skipped, 'step': config.steps,
+              'metrics': provenance['metrics'], 'train_s': round(train_s, 1), 'evaluation': None}
+    if job.evaluate_episodes > 0:
+        queue.put({'kind': 'progress', 'state': 'evaluating', 'progress': 1.0,
+                   'message': f'evaluating version {job.version} in simulation'})
+        from active_finetune.sim.metaworld_env import SimConfig
+        from active_finetune.sim.rollouts import evaluate_policy
+        tasks = job.evaluate_tasks or policy.config.tasks
+        result['evaluation'] = evaluate_policy(
+            policy, tasks, job.evaluate_episodes,
+            SimConfig(image_size=image_size if policy.config.observation == 'image' else 0,
+                      max_steps=job.evaluate_max_steps), base_seed=10_000, progress=False)
+    return result

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from active_finetune.data.episode import Episode
+from active_finetune.policy.model import PolicyConfig, TaskPolicy
+from active_finetune.training.bc import (
+    DemoDataset, EmptyDatasetError, TrainConfig, fit_normalisation, random_shift, train_bc)
+
+TASKS = ('reach-v3', 'push-v3', 'door-open-v3')
+
+
+def synthetic_episode(task, seed, length=20):
+    rng = np.random.default_rng(seed)
+    states = rng.normal(size=(length, 39)).astype(np.float32)
+    target = {'reach-v3': 0.5, 'push-v3': -0.5, 'door-open-v3': 0.0}[task]
+    actions = np.clip(np.tanh(states[:, :4]) * 0.2 + target, -1, 1)
+    return Episode(task=task, proprio=states[:, :4], actions=actions, states=states)
+
+
+def state_policy():
+    torch.manual_seed(0)
+    return TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=32, feature_dim=16))
+
+
+def test_training_reduces_error_and_is_deterministic():
+    episodes = [synthetic_episode('reach-v3', i) for i in range(4)] + \
+        [synthetic_episode('push-v3', 10 + i) for i in range(4)]
+    policy = state_policy()
+    dataset = DemoDataset(episodes, policy.config)
+    fit_normalisation(policy, dataset)
+    config = TrainConfig(steps=150, batch_size=32, forgetting_control='none', seed=3)
+    a, metrics_a = train_bc(policy, dataset, config)
+    b, metrics_b = train_bc(policy, dataset, config)
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, msg=k)
+    with torch.no_grad():
+        batch, target = dataset.batch(np.arange(len(dataset)), 'cpu')
+        before = (policy(batch)[0] - target).pow(2).mean()
+        after = (a(batch)[0] - target).pow(2).mean()
+    assert after < 0.5 * before
+
+
+def test_adaptive_prior_keeps_unseen_tasks_on_the_pretrained_policy():
+    policy = state_policy()
+    episodes = [synthetic_episode('reach-v3', i) for i in range(4)]
+    dataset = DemoDataset(episodes, policy.config)
+    tuned, metrics = train_bc(policy, dataset, TrainConfig(steps=300, batch_size=32, seed=0))
+    alpha = metrics['alpha']
+    assert alpha['reach-v3'] > 0.5 > alpha['push-v3']
+    assert alpha['push-v3'] < 0.1 and alpha['door-open-v3'] < 0.1
+    unseen = synthetic_episode('push-v3', 99)
+    unseen_set = DemoDataset([unseen], policy.config)
+    with torch.no_grad():
+        batch, _ = unseen_set.batch(np.arange(len(unseen_set)), 'cpu')
+        drift = (tuned(batch)[0] - policy(batch)[0]).abs().max()
+    assert drift < 0.1
+
+
+def test_l2_init_and_validation():
+    policy = state_policy()
+    dataset = DemoDataset([synthetic_episode('reach-v3', 0)], policy.config)
+    tuned, _ = train_bc(policy, dataset, TrainConfig(steps=20, batch_size=8, forgetting_control='l2_init'))
+    assert not tuned.config.adaptive_prior
+    with pytest.raises(ValueError, match="'bogus'"):
+        TrainConfig(forgetting_control='bogus')
+    with pytest.raises(EmptyDatasetError):
+        DemoDataset([], policy.config)
+
+
+def test_random_shift_keeps_shape_and_moves_content():
+    images = torch.zeros(2, 16, 16, 3, dtype=torch.uint8)
+    images[:, 8, 8] = 255
+    shifted = random_shift(images, 4, torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    assert shifted.sum() == images.sum()
