@@ -9,10 +9,12 @@ arrival time minus its header stamp (both the system clock of this host).
 Configurations compare best effort against reliable at several depths, with
 Fast DDS's default transports, with a shared-memory transport whose segment
 holds whole frames (the package's profile from active_finetune.nodes.qos, given
-through FASTRTPS_DEFAULT_PROFILES_FILE, written to a temporary file), with data sharing requested in that profile, and
+through FASTRTPS_DEFAULT_PROFILES_FILE, written to a temporary file), with that
+profile and a 4 MB segment, with data sharing requested in that profile, and
 with Fast DDS's LARGE_DATA builtin transports (FASTDDS_BUILTIN_TRANSPORTS).
 
-Usage, from the repository root (``-m`` puts the package on the path of the spawned processes)::
+Usage, from the repository root (``-m`` puts the package on the path of the
+spawned processes)::
 
     .venv/bin/python -m bench.bench_image_transport --duration-s 10 \
         --output results/bench_image_transport.json
@@ -30,12 +32,12 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 from active_finetune.nodes.qos import FASTDDS_LARGE_SHM_PROFILE_XML, FASTDDS_PROFILES_ENV
 from active_finetune.nodes.qos import FASTDDS_SHM_SEGMENT_BYTES
+import numpy as np
 
-DATA_SHARING_ENDPOINTS = """  <data_writer profile_name="data_sharing_writer" is_default_profile="true">
+DATA_SHARING_ENDPOINTS = """\
+  <data_writer profile_name="data_sharing_writer" is_default_profile="true">
     <qos><data_sharing><kind>AUTOMATIC</kind></data_sharing></qos>
   </data_writer>
   <data_reader profile_name="data_sharing_reader" is_default_profile="true">
@@ -81,8 +83,9 @@ def transport_environment(transport, directory):
         if transport == 'shm_4mb':
             xml = xml.replace(f'<segment_size>{FASTDDS_SHM_SEGMENT_BYTES}</segment_size>',
                               f'<segment_size>{4 * 1024 * 1024}</segment_size>')
-            xml = xml.replace(f'<maxMessageSize>{FASTDDS_SHM_SEGMENT_BYTES // 4}</maxMessageSize>',
-                              f'<maxMessageSize>{1024 * 1024}</maxMessageSize>')
+            xml = xml.replace(
+                f'<maxMessageSize>{FASTDDS_SHM_SEGMENT_BYTES // 4}</maxMessageSize>',
+                f'<maxMessageSize>{1024 * 1024}</maxMessageSize>')
         path = Path(directory) / f'{transport}.xml'
         path.write_text(xml)
         return {FASTDDS_PROFILES_ENV: str(path)}

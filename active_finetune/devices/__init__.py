@@ -1,1 +1,1 @@
-"""Hardware behind small classes (connect, read, disconnect; context managers) with fakes for tests."""
+"""Hardware behind small classes (connect, read, disconnect; context managers), with fakes."""

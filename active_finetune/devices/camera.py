@@ -2,7 +2,7 @@
 Cameras behind one small interface: connect, read, disconnect (and ``with``).
 
 - :class:`RealSenseCamera`: Intel RealSense through pyrealsense2 (imported
-  lazily, so this module works without it), live or playing a ``.bag`` file.
+  lazily, so this module works without it), live or playing a recording.
 - :class:`OpenCVCamera`: ``cv2.VideoCapture`` on a device index, a device path
   or a video file (played at its frame rate, optionally looped).
 - :class:`FakeCamera`: synthetic frames at a fixed rate, unpluggable, for tests.
@@ -305,17 +305,34 @@ def import_pyrealsense2():
     return pyrealsense2
 
 
+def ros_distortion_model(rs, model):
+    """
+    Name a librealsense distortion model the way CameraInfo does.
+
+    :param rs: the pyrealsense2 module
+    :param model: a ``rs.distortion`` value
+    :return: 'equidistant' for Kannala-Brandt, else 'plumb_bob' (Brown-Conrady
+        and no distortion, whose coefficients are zero)
+    """
+    if model == rs.distortion.kannala_brandt4:
+        return 'equidistant'
+    return 'plumb_bob'
+
+
 class RealSenseCamera(Camera):
     """
-    An Intel RealSense colour stream (optionally with depth aligned to it), live or from a .bag.
+    An Intel RealSense colour stream (optionally with depth aligned to it), live or recorded.
+
+    Recordings are what librealsense writes: ``.bag`` (rosbag 1, up to 2.5x) or
+    ``.db3`` (rosbag2, librealsense 2.59's recorder).
 
     :param serial_number: device to open; '' for the first one found
     :param width: colour width (px)
     :param height: colour height (px)
     :param fps: frame rate (a rate the device supports: 6, 15, 30, 60)
     :param enable_depth: also stream depth, aligned to the colour image
-    :param bag_path: play this recording instead of a device
-    :param loop: replay the recording at its end
+    :param bag_path: play this recording (.bag or .db3) instead of a device
+    :param loop: replay the recording at its end, else raise :class:`EndOfStream`
     :param read_timeout_s: how long a read waits before the camera counts as disconnected
     """
 
@@ -329,6 +346,7 @@ class RealSenseCamera(Camera):
         self.read_timeout_s = read_timeout_s
         self._pipeline = None
         self._align = None
+        self._playback = None
         self._depth_scale_m = 1.0
         self._intrinsics = None
         if self.bag_path is not None:
@@ -388,12 +406,14 @@ class RealSenseCamera(Camera):
             raw = color.get_intrinsics()
             self._intrinsics = CameraIntrinsics(
                 width=raw.width, height=raw.height, fx=raw.fx, fy=raw.fy, cx=raw.ppx, cy=raw.ppy,
-                distortion_model='plumb_bob', distortion=tuple(float(c) for c in raw.coeffs))
+                distortion_model=ros_distortion_model(rs, raw.model),
+                distortion=tuple(float(c) for c in raw.coeffs))
             if self.enable_depth:
                 self._depth_scale_m = profile.get_device().first_depth_sensor().get_depth_scale()
                 self._align = rs.align(rs.stream.color)
             if self.bag_path is not None:
-                profile.get_device().as_playback().set_real_time(True)
+                self._playback = profile.get_device().as_playback()
+                self._playback.set_real_time(True)
         except RuntimeError as error:
             pipeline.stop()
             raise CameraNotFound(f'{self.description} has no usable colour stream: {error}') \
@@ -415,6 +435,10 @@ class RealSenseCamera(Camera):
         try:
             frames = self._pipeline.wait_for_frames(int(self.read_timeout_s * 1000))
         except RuntimeError as error:
+            if self._playback is not None \
+                    and self._playback.current_status() == rs.playback_status.stopped:
+                raise EndOfStream(f'{self.description} reached its end (loop is off)') \
+                    from error
             raise CameraDisconnected(
                 f'{self.description} delivered no frame within {self.read_timeout_s} s '
                 f'(unplugged?): {error}') from error
@@ -424,7 +448,7 @@ class RealSenseCamera(Camera):
         if not color:
             raise CameraDisconnected(f'{self.description} delivered a frame set without colour')
         rgb = np.asanyarray(color.get_data()).copy()
-        if color.get_format() == rs.format.bgr8:
+        if color.get_profile().format() == rs.format.bgr8:
             rgb = np.ascontiguousarray(rgb[:, :, ::-1])
         if color.get_frame_timestamp_domain() == rs.timestamp_domain.global_time:
             capture_time_s = color.get_timestamp() / 1000.0
@@ -447,6 +471,7 @@ class RealSenseCamera(Camera):
                 logger.warning('stopping %s: %s', self.description, error)
             self._pipeline = None
             self._align = None
+            self._playback = None
 
 
 class FakeCamera(Camera):
@@ -613,7 +638,8 @@ class CameraConfig:
         'description': "camera backend: 'realsense', 'opencv' or 'bag'", 'read_only': True})
     device: str = field(default='', metadata={
         'description': "realsense: serial number ('' = first found); opencv: device index, "
-                       "device path or video file; bag: .bag file path", 'read_only': True})
+                       'device path or video file; bag: .bag or .db3 recording path',
+        'read_only': True})
     width: int = field(default=640, metadata={
         'description': 'image width (px)', 'range': (1, 8192), 'read_only': True})
     height: int = field(default=480, metadata={

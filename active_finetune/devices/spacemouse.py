@@ -71,7 +71,7 @@ class SpaceMouseDevice(abc.ABC):
     description = 'SpaceMouse'
 
     @abc.abstractmethod
-    def open(self):
+    def open(self):  # noqa: A003 - the device verb, as in pyspacemouse
         """
         Open the device.
 
@@ -117,7 +117,7 @@ class SpaceMouse(SpaceMouseDevice):
         self._hid_exception = OSError
         self.description = f'SpaceMouse {device_name!r}' if device_name else 'SpaceMouse'
 
-    def open(self):
+    def open(self):  # noqa: A003 - the device verb, as in pyspacemouse
         """
         Open the device.
 
@@ -229,7 +229,7 @@ class FakeSpaceMouse(SpaceMouseDevice):
         with self._lock:
             self._plugged = True
 
-    def open(self):
+    def open(self):  # noqa: A003 - the device verb, as in pyspacemouse
         """
         Open when plugged.
 

@@ -85,7 +85,8 @@ def image_to_rgb(msg):
     channels = IMAGE_CHANNELS.get(msg.encoding)
     if channels is None:
         raise UnsupportedEncodingError(
-            f'image encoding {msg.encoding!r} is not supported; use one of {sorted(IMAGE_CHANNELS)}')
+            f'image encoding {msg.encoding!r} is not supported; '
+            f'use one of {sorted(IMAGE_CHANNELS)}')
     height, width, step = msg.height, msg.width, msg.step
     row_bytes = width * channels
     if height == 0 or width == 0:

@@ -86,8 +86,10 @@ class ParameterSpec:
     def _bounds(self):
         low, high = self.value_range
         if isinstance(self.default, int):
-            return (INT64_MIN if low is None else int(low)), (INT64_MAX if high is None else int(high))
-        return (-math.inf if low is None else float(low)), (math.inf if high is None else float(high))
+            return (INT64_MIN if low is None else int(low),
+                    INT64_MAX if high is None else int(high))
+        return (-math.inf if low is None else float(low),
+                math.inf if high is None else float(high))
 
     def descriptor(self):
         """

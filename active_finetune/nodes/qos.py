@@ -3,37 +3,45 @@ QoS profiles of the package, in one place, chosen by measurement.
 
 Images (``IMAGE_QOS``): reliable, keep last 5, volatile.
 Measured with ``bench/bench_image_transport.py`` (two processes on one host,
-640x480 rgb8 at 30 Hz for 10 s, 300 frames, 2-core machine under load from
-other work; results/bench_image_transport.json):
+640x480 rgb8 at 30 Hz for 10 s, 300 frames; 2-core machine with a load
+average of 3.4 from other work; results/bench_image_transport.json):
 
-=========================================  ======  ==========  ==========
-configuration                              lost %  p50 ms      p99 ms
-=========================================  ======  ==========  ==========
-best effort, depth 5, default transports    83.7    2.89        7.59
-reliable, depth 1, default transports        0.0   13.33       17.99
-reliable, depth 5, default transports        0.0   13.37       17.80
-reliable, depth 10, default transports       0.0   13.77       17.55
-best effort, depth 5, large SHM profile      0.0    2.80       13.37
-reliable, depth 1, large SHM profile         0.0    2.71        3.08
-reliable, depth 5, large SHM profile         0.0    2.73        3.27
-reliable, depth 10, large SHM profile        0.0    2.82        6.76
-reliable, depth 5, SHM + data sharing        0.0    2.71        7.62
-best effort, depth 5, LARGE_DATA builtin    82.0    2.98        7.25
-reliable, depth 5, LARGE_DATA builtin        0.0   13.28       18.47
-=========================================  ======  ==========  ==========
+=========================================  ======  ======  ======
+configuration                              lost %  p50 ms  p99 ms
+=========================================  ======  ======  ======
+best effort, depth 5, default transports    98.3    3.25    6.97
+reliable, depth 1, default transports        0.0   13.25   20.07
+reliable, depth 5, default transports        0.0   13.40   20.95
+reliable, depth 10, default transports       0.0   13.40   18.55
+best effort, depth 5, large SHM profile      0.0    2.83    8.35
+reliable, depth 1, large SHM profile         0.0    3.04    7.33
+reliable, depth 5, large SHM profile         0.0    3.02    7.00
+reliable, depth 10, large SHM profile        0.0    2.80    7.30
+reliable, depth 5, SHM + data sharing        0.0    2.88    6.41
+reliable, depth 5, SHM with a 4 MB segment   0.0    2.90    7.03
+best effort, depth 5, LARGE_DATA builtin    93.0    3.41    8.00
+reliable, depth 5, LARGE_DATA builtin        0.0   13.52   35.43
+=========================================  ======  ======  ======
+
+An earlier run at a load average of 2 gave the same picture (best effort lost
+84 %; reliable depth 5: 13.4 ms p50 with default transports, 2.7 ms p50 and
+3.3 ms p99 with the large SHM profile; depth 10 had a 6.8 ms p99).
 
 Best effort loses most frames with Fast DDS's default transports: a 900 kB
 frame does not fit the default 512 kB shared-memory segment, so it goes over
-UDP in ~15 fragments and losing any one loses the frame.  Reliable keeps every
-frame but pays ~13 ms for fragment repair.  A shared-memory segment that holds
-whole frames (:data:`FASTDDS_LARGE_SHM_PROFILE_XML`, given to every process
-through ``FASTRTPS_DEFAULT_PROFILES_FILE``) removes both problems: no loss at
-p50 2.7 ms with reliable depth 5.  Data sharing adds nothing (Image is an
-unbounded type) and the LARGE_DATA builtin transports behave like the default.
-Depth 1 risks losing a frame when the writer overwrites an unacknowledged
-one, depth 10 had a worse tail; depth 5 is the choice.  So: reliable depth 5
-everywhere (lossless even without the profile), plus the profile for 2.7 ms.
-The profile keeps UDPv4, so several machines still talk to each other.
+UDP in ~15 fragments and losing any one loses the frame (the more loaded the
+machine, the more are lost).  Reliable keeps every frame but pays ~13 ms for
+fragment repair.  A shared-memory segment that holds whole frames
+(:data:`FASTDDS_LARGE_SHM_PROFILE_XML`, given to every process of the graph
+through ``FASTRTPS_DEFAULT_PROFILES_FILE``, see :func:`write_fastdds_profile`)
+removes both problems: no loss at a p50 of 3 ms.  Data sharing adds nothing
+measurable (Image is an unbounded type, so Fast DDS cannot loan it) and the
+LARGE_DATA builtin transports behave like the default.  Depth 1 risks losing a
+frame when a reliable writer overwrites an unacknowledged one; depth 5 is the
+choice.  So: reliable depth 5 everywhere (lossless even without the profile),
+plus the profile for the low latency.  The profile keeps UDPv4, so several
+machines still talk to each other; it needs 16 MB of /dev/shm per process
+(raise Docker's 64 MB default with ``--shm-size``).
 
 Other profiles (DESIGN.md, STYLE.md):
 
@@ -44,7 +52,8 @@ Other profiles (DESIGN.md, STYLE.md):
   A transient-local subscription does not match a volatile publisher: subscribe
   with ``COMMAND_QOS`` to topics anyone may publish (estop from the command line).
 - ``SENSOR_QOS``: joint states and poses, reliable keep last 10 (small
-  messages; reliable costs nothing measurable here and never drops a sample).
+  messages fit one datagram, so reliable costs little and never drops a sample;
+  not benchmarked here).
 - ``STATUS_QOS``: periodic status such as camera/status, reliable keep last 10.
 """
 
@@ -55,7 +64,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 IMAGE_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE)
-"""Images and camera info: lossless, 2.7 ms p50 with the large-SHM profile (see above)."""
+"""Images and camera info: lossless; p50 3 ms with the large-SHM profile, 13 ms without."""
 
 COMMAND_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,

@@ -26,6 +26,9 @@ def wait_for(predicate, timeout_s, interval_s=0.01):
     """
     Poll ``predicate`` until it returns a true value or ``timeout_s`` passes.
 
+    A predicate raising AssertionError (e.g. :attr:`MessageLog.last` before any
+    message arrived) counts as not true yet.
+
     :param predicate: callable without arguments
     :param timeout_s: deadline in seconds
     :param interval_s: polling interval in seconds
@@ -33,8 +36,11 @@ def wait_for(predicate, timeout_s, interval_s=0.01):
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        if predicate():
-            return True
+        try:
+            if predicate():
+                return True
+        except AssertionError:
+            pass
         if time.monotonic() > deadline:
             return False
         time.sleep(interval_s)
@@ -134,6 +140,9 @@ class RosHarness:
         """
         self.executor.remove_node(node)
         self._nodes.remove(node)
+        # Let callbacks already handed to executor threads finish before their
+        # entities go away (else rclpy reports an unretrieved InvalidHandle).
+        time.sleep(0.1)
         node.destroy_node()
 
     def collect(self, msg_type, topic, qos=10):
