@@ -44,8 +44,16 @@ def _pretrained(out, spec, seed):
     mix = spec['mix']
     sim_config = SimConfig(image_size=spec['image_size'] if spec['observation'] == 'image' else 0,
                            max_steps=spec['max_steps'])
-    demos = collect_demos({t: n for t, n in mix.items() if n > 0}, sim_config, base_seed=seed,
-                          workers=1, progress=False)
+    cap = spec.get('pretraining_demos_per_task') or max(mix.values(), default=0)
+    demos = collect_demos({t: min(n, cap) for t, n in mix.items() if n > 0}, sim_config,
+                          base_seed=seed, workers=1, progress=False)
+    if spec.get('pretrained'):
+        policy, _ = load_checkpoint(spec['pretrained'])
+        if list(policy.config.tasks) != list(spec['tasks']) or \
+                policy.config.observation != spec['observation']:
+            raise ValueError(f'{spec["pretrained"]} is a {policy.config.observation} policy for '
+                             f'{policy.config.tasks}, not {spec["observation"]} for {spec["tasks"]}')
+        return policy, demos
     if path.exists():
         try:
             return load_checkpoint(path)[0], demos
@@ -221,6 +229,11 @@ def main(argv=None):
     parser.add_argument('--rho2', type=float, default=1.0)
     parser.add_argument('--noise-std', type=float, default=0.1)
     parser.add_argument('--workers', type=int, default=default_workers())
+    parser.add_argument('--pretrained', default=None,
+                        help='use this checkpoint for every seed instead of pretraining per seed')
+    parser.add_argument('--pretraining-demos-per-task', type=int, default=0,
+                        help='cap on the pretraining demos re-collected as AMF target states and '
+                             'conditioning set (0 = all of the mix)')
     args = parser.parse_args(argv)
     setup_cli()
     out = Path(args.out)
@@ -232,6 +245,7 @@ def main(argv=None):
         'finetune_steps': args.finetune_steps, 'batch_size': args.batch_size,
         'eval_episodes': args.eval_episodes, 'target_rollouts': args.target_rollouts,
         'max_steps': args.max_steps, 'rho2': args.rho2, 'noise_std': args.noise_std,
+        'pretrained': args.pretrained, 'pretraining_demos_per_task': args.pretraining_demos_per_task,
     }
     spec_path = out / 'spec.json'
     if spec_path.exists() and json.loads(spec_path.read_text()) != spec:

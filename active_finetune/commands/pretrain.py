@@ -59,6 +59,7 @@ def pretrain(mix, tasks, observation, image_size, train_config, seed, workers, n
         writer.close()
     provenance = {
         'kind': 'pretrain', 'mix': mix, 'seed': seed, 'noise_std': noise_std,
+        'camera': sim_config.camera if sim_config.render else None,
         'demo_success_rate': sum(e.success for e in episodes) / len(episodes),
         'rows': len(dataset), 'train_config': train_config.__dict__,
         'collect_s': round(collect_s, 1), 'train_s': round(train_s, 1),

@@ -65,6 +65,7 @@ class PolicyRunner:
         if self.config.observation == 'image':
             images = np.stack([resize_image(im, self.config.image_size) for im in images])
             images = torch.from_numpy(images)
+            states = None
         else:
             images = None
             states = torch.as_tensor(np.asarray(states, dtype=np.float32))

@@ -77,17 +77,19 @@ def _worker_init(threads):
     torch.set_num_threads(threads)
 
 
-def _demo_worker(args):
+def _demo_worker(args, on_episode=None):
     sim_config, jobs = args
     episodes = []
     with MetaWorldEnv(sim_config) as env:
         for job in jobs:
             operator = ScriptedOperator(job.task, noise_std=job.noise_std, seed=job.seed)
             episodes.append(run_episode(env, job.task, job.seed, lambda o: operator.act(o.state)))
+            if on_episode is not None:
+                on_episode()
     return episodes
 
 
-def _eval_worker(args):
+def _eval_worker(args, on_episode=None):
     sim_config, policy_blob, jobs, keep_episodes = args
     from active_finetune.policy.checkpoint import policy_from_bytes
     from active_finetune.policy.runner import PolicyRunner
@@ -98,6 +100,8 @@ def _eval_worker(args):
             episode = run_episode(env, job.task, job.seed, lambda o, t=job.task: runner.act(
                 t, o.proprio, image=o.image, state=o.state))
             results.append(episode if keep_episodes else (job.task, episode.success, len(episode)))
+            if on_episode is not None:
+                on_episode()
     return results
 
 
@@ -111,9 +115,9 @@ def _run_jobs(worker, make_args, jobs, workers, desc, progress):
     out = []
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
     if workers <= 1:
+        # One simulator for every job in this process; the bar moves per episode.
         for c in chunks:
-            out.extend(worker(make_args(c)))
-            bar.update(len(c))
+            out.extend(worker(make_args(c), on_episode=lambda: bar.update(1)))
     else:
         ctx = multiprocessing.get_context('spawn')
         with ctx.Pool(workers, initializer=_worker_init, initargs=(1,)) as pool:
