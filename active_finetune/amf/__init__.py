@@ -1,0 +1,1 @@
+"""AMF: target states, embeddings, GP information gain, task selection strategies, the loop."""
