@@ -94,6 +94,41 @@ class ObservationBatch:
             states=None if self.states is None else self.states.to(device))
 
 
+KEYPOINTS = 32
+"""Keypoints of the image encoder's spatial softmax."""
+
+
+class SpatialSoftmax(nn.Module):
+    """
+    Feature maps to expected image coordinates of learned keypoints (Levine et al., 2016).
+
+    Keeps where things are (the goal, the object, the gripper), which average pooling throws away.
+
+    :param channels: input feature channels
+    :param keypoints: number of keypoints K; the output has 2K values (x, y in [-1, 1])
+    """
+
+    def __init__(self, channels, keypoints):
+        super().__init__()
+        self.project = nn.Conv2d(channels, keypoints, 1)
+
+    def forward(self, maps):
+        """
+        Expected (x, y) of every keypoint.
+
+        :param maps: (B, C, H, W)
+        :return: (B, 2K)
+        """
+        logits = self.project(maps)
+        b, k, h, w = logits.shape
+        attention = torch.softmax(logits.reshape(b, k, h * w), dim=-1).reshape(b, k, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+        x = (attention.sum(2) * xs).sum(-1)
+        y = (attention.sum(3) * ys).sum(-1)
+        return torch.cat([x, y], dim=-1)
+
+
 class _Backbone(nn.Module):
     """Observation encoder, task embedding and MLP trunk up to the last hidden layer."""
 
@@ -106,8 +141,8 @@ class _Backbone(nn.Module):
             for i, ch in enumerate(config.conv_channels):
                 layers += [nn.Conv2d(in_ch, ch, 3, stride=2 if i < 3 else 1, padding=1), nn.ReLU()]
                 in_ch = ch
-            self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                                         nn.Linear(in_ch * 16, 128), nn.LayerNorm(128), nn.ReLU())
+            self.encoder = nn.Sequential(*layers, SpatialSoftmax(in_ch, KEYPOINTS),
+                                         nn.Linear(2 * KEYPOINTS, 128), nn.LayerNorm(128), nn.ReLU())
             obs_dim = 128
         else:
             self.encoder = nn.Sequential(nn.Linear(config.state_dim, 128), nn.ReLU())

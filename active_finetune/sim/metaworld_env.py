@@ -60,7 +60,7 @@ class SimConfig:
 
     image_size: int = 96
     """Square camera image side, pixels; 0 means state-only (no rendering)."""
-    camera: str = 'corner'
+    camera: str = 'corner3'
     max_steps: int = 200
     """Episode horizon in control steps."""
 
