@@ -35,6 +35,7 @@ setup(
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.sdf')),
+        (f'share/{PACKAGE}/gazebo/worlds', glob('gazebo/worlds/*.sdf')),
         (f'share/{PACKAGE}/checkpoints/pretrained_mt10_skewed',
          glob('checkpoints/pretrained_mt10_skewed/*')),
     ],

@@ -1,0 +1,217 @@
+"""
+The index of saved episodes in a dataset directory: JSON lines, appended and fsynced.
+
+``dataset_dir/episodes.jsonl`` holds one JSON object per saved episode, in save order::
+
+    {"file": "episode_000003_reach.mcap", "task": "reach", "success": true, "frames": 87,
+     "sha256": "...", "saved_unix_s": 1764000000.0, "request_id": 4, "episode_number": 3}
+
+File names are relative, so recorder, selector and trainer may mount the directory at different
+paths (a network share).  The recorder appends a line after it has renamed a finished file into
+place; a crash between the two leaves a complete file the index does not name, which
+:func:`list_saved_episodes` finds and indexes again.  A torn last line (crash during the append)
+is skipped with a warning, and the next append starts on a fresh line.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+import re
+
+from active_finetune.data.mcap_episode import EpisodeFileError, read_episode_info
+
+LOGGER = logging.getLogger(__name__)
+
+INDEX_FILE = 'episodes.jsonl'
+"""Name of the index file inside a dataset directory."""
+
+EPISODE_FILE_RE = re.compile(r'^episode_(\d{6,})_(.+)\.mcap$')
+"""Saved episode file names: episode_<NNNNNN>_<task>.mcap (recovered ones excluded by name)."""
+
+RECOVERED_SUFFIX = '.recovered.mcap'
+"""Suffix of episodes salvaged from a crash; kept aside, never listed as saved."""
+
+
+class EpisodeIndexError(ValueError):
+    """An index entry that lacks a required field."""
+
+
+def file_sha256(path, block_bytes=1 << 20):
+    """
+    Hash a file's content.
+
+    :param path: file
+    :param block_bytes: read size
+    :return: hex sha256
+    """
+    digest = hashlib.sha256()
+    with open(path, 'rb') as stream:
+        for block in iter(lambda: stream.read(block_bytes), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_saved_episode_name(name):
+    """
+    Tell whether a file name is that of a saved (not recovered, not partial) episode.
+
+    :param name: file name without directory
+    :return: bool
+    """
+    return bool(EPISODE_FILE_RE.match(name)) and not name.endswith(RECOVERED_SUFFIX)
+
+
+def append_index_entry(dataset_dir, entry):
+    """
+    Append one episode to the index with a single write, then fsync.
+
+    :param dataset_dir: dataset directory
+    :param entry: dict with at least 'file' (name inside dataset_dir), 'task', 'success',
+        'frames', 'sha256', 'saved_unix_s'
+    :raises EpisodeIndexError: when a required field is missing or 'file' has a directory part
+    """
+    required = ('file', 'task', 'success', 'frames', 'sha256', 'saved_unix_s')
+    missing = [key for key in required if key not in entry]
+    if missing:
+        raise EpisodeIndexError(f'index entry lacks {missing}: {entry!r}')
+    if Path(entry['file']).name != entry['file']:
+        raise EpisodeIndexError(f"index entry 'file' must be a bare name, got {entry['file']!r}")
+    index_path = Path(dataset_dir) / INDEX_FILE
+    line = json.dumps(entry, sort_keys=True) + '\n'
+    fd = os.open(index_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size > 0 and os.pread(fd, 1, size - 1) != b'\n':
+            line = '\n' + line
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_index(dataset_dir):
+    """
+    Read the index lines that parse, in file order, skipping torn or malformed ones with a warning.
+
+    :param dataset_dir: dataset directory
+    :return: list of entry dicts as stored (no existence check)
+    """
+    index_path = Path(dataset_dir) / INDEX_FILE
+    if not index_path.exists():
+        return []
+    entries = []
+    for number, raw in enumerate(index_path.read_bytes().split(b'\n'), start=1):
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict) or not isinstance(entry.get('file'), str):
+                raise ValueError('not an object with a file name')
+        except ValueError as exc:
+            LOGGER.warning('%s line %d is torn or malformed, skipped (%s): %r', index_path,
+                           number, exc, raw[:120])
+            continue
+        entries.append(entry)
+    return entries
+
+
+def entry_for_file(path, saved_unix_s=None):
+    """
+    Build an index entry by reading a finished episode file.
+
+    :param path: the .mcap file
+    :param saved_unix_s: save time (default: the file's modification time)
+    :return: entry dict (as :func:`append_index_entry` takes)
+    :raises EpisodeFileError: when the file is not a finished episode
+    """
+    path = Path(path)
+    info = read_episode_info(path)
+    match = EPISODE_FILE_RE.match(path.name)
+    request_id = info.get('request_id', '')
+    return {
+        'file': path.name, 'task': info.get('task', ''), 'success': info.get('success') == 'true',
+        'frames': int(info['frames']), 'steps': int(info.get('steps', info['frames'])),
+        'sha256': file_sha256(path),
+        'saved_unix_s': float(path.stat().st_mtime if saved_unix_s is None else saved_unix_s),
+        'request_id': int(request_id) if request_id.lstrip('-').isdigit() else None,
+        'episode_number': int(match.group(1)) if match else None,
+    }
+
+
+def list_saved_episodes(dataset_dir, reindex=True):
+    """
+    List the saved episodes of a dataset directory, in save order.
+
+    Index entries whose file is gone are dropped with a warning; complete episode files the
+    index does not name (a crash between rename and index append) are read, appended to the
+    index (best effort: a read-only share is fine) and listed after the indexed ones, by
+    episode number.  Recovered (``*.recovered.mcap``) and partial files are never listed.
+
+    :param dataset_dir: dataset directory (a missing directory has no episodes)
+    :param reindex: index the unindexed files (else they are only logged)
+    :return: list of dicts with 'path' (absolute str), 'task', 'success' (bool), 'frames',
+        'sha256', 'saved_unix_s' and the other stored fields
+    """
+    dataset_dir = Path(dataset_dir).resolve()
+    if not dataset_dir.is_dir():
+        return []
+    listed, seen = [], set()
+    for entry in read_index(dataset_dir):
+        name = entry['file']
+        if name in seen:
+            continue
+        seen.add(name)
+        path = dataset_dir / name
+        if not path.is_file():
+            LOGGER.warning('indexed episode %s is missing; dropped from the list', path)
+            continue
+        listed.append({**entry, 'path': str(path), 'success': bool(entry.get('success', False))})
+    unindexed = sorted((p for p in dataset_dir.iterdir()
+                        if is_saved_episode_name(p.name) and p.name not in seen),
+                       key=lambda p: (int(EPISODE_FILE_RE.match(p.name).group(1)), p.name))
+    for path in unindexed:
+        if not reindex:
+            LOGGER.warning('episode %s is not in the index', path)
+            continue
+        try:
+            entry = entry_for_file(path)
+        except EpisodeFileError as exc:
+            LOGGER.warning('unindexed file %s is not a usable episode, skipped: %s', path,
+                           exc.reason)
+            continue
+        LOGGER.warning('episode %s was missing from the index (crash after rename?); indexed now',
+                       path)
+        try:
+            append_index_entry(dataset_dir, entry)
+        except OSError as exc:
+            LOGGER.warning('cannot append to the index of %s (%s); listing anyway', dataset_dir,
+                           exc)
+        listed.append({**entry, 'path': str(path)})
+    return listed
+
+
+def next_episode_number(dataset_dir):
+    """
+    Return the number for the next episode: one more than any number used in the directory.
+
+    Saved, partial, recovered and quarantined files and index entries all count.
+
+    :param dataset_dir: dataset directory
+    :return: int >= 1
+    """
+    dataset_dir = Path(dataset_dir)
+    pattern = re.compile(r'^episode_(\d{6,})_')
+    highest = 0
+    for directory in (dataset_dir, dataset_dir / 'quarantine'):
+        if directory.is_dir():
+            for path in directory.iterdir():
+                match = pattern.match(path.name)
+                if match:
+                    highest = max(highest, int(match.group(1)))
+    for entry in read_index(dataset_dir):
+        match = pattern.match(entry['file'])
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return highest + 1

@@ -1,0 +1,547 @@
+"""
+Episode files: MCAP with ROS 2 message encoding, as ``ros2 bag`` (mcap storage) and Foxglove read.
+
+One file holds one demonstration.  Every stream is stored with its standard ROS 2 message type
+('ros2msg' schemas, 'cdr' message encoding, 'ros2' profile):
+
+=================  =================================  ====================================
+role               topic (default)                    type
+=================  =================================  ====================================
+image              /camera/image_raw/compressed       sensor_msgs/msg/CompressedImage
+joint_states       /joint_states                      sensor_msgs/msg/JointState
+ee_pose            /ee_pose                           geometry_msgs/msg/PoseStamped
+twist              /teleop/twist                      geometry_msgs/msg/TwistStamped
+gripper            /teleop/gripper                    std_msgs/msg/Float64
+joy                /teleop/joy                        sensor_msgs/msg/Joy
+sim_success        /sim/success                       std_msgs/msg/Bool
+=================  =================================  ====================================
+
+A message's log time is its arrival time at the recorder (ns since the Unix epoch, as rosbag2
+records it); its publish time is the source's header stamp where the message has one.
+
+Two metadata records (string -> string) describe the episode: ``active_finetune.start``, written
+when recording starts (so a crashed, partial file still says what it was), and
+``active_finetune``, written when it stops.  Keys of the latter: ``format_version``, ``task``,
+``success`` ('true'/'false'), ``operator_notes``, ``max_linear_velocity_mps``,
+``gripper_joint_name``, ``gripper_open_position``, ``request_id``, ``started_unix_s``,
+``duration_s``, ``frames`` (camera frames), ``steps`` (rows :func:`load_episode` gives),
+``dropped``, ``recovered`` ('true'/'false'), ``topics`` (JSON
+role -> topic name).
+
+:func:`load_episode` turns a file into an :class:`~active_finetune.data.episode.Episode` with one
+row per camera frame (see its docstring for the alignment).
+"""
+
+import json
+import logging
+from pathlib import Path
+
+from active_finetune.data.episode import ACTION_DIM, Episode, EpisodeError, PROPRIO_DIM
+import cv2
+from mcap.reader import make_reader
+from mcap.records import Channel, Message, Metadata, Schema
+from mcap.stream_reader import StreamReader
+from mcap.writer import CompressionType, Writer as McapWriter
+from mcap_ros2.decoder import DecoderFactory
+from mcap_ros2.writer import Writer as Ros2McapWriter
+import numpy as np
+
+LOGGER = logging.getLogger(__name__)
+
+FORMAT_VERSION = '1'
+"""Version of the episode layout (topics + metadata keys) written by this module."""
+
+METADATA_NAME = 'active_finetune'
+"""Name of the metadata record written when an episode is stopped."""
+
+START_METADATA_NAME = 'active_finetune.start'
+"""Name of the metadata record written when an episode starts (survives a crash)."""
+
+DEFAULT_TOPICS = {
+    'image': '/camera/image_raw/compressed',
+    'joint_states': '/joint_states',
+    'ee_pose': '/ee_pose',
+    'twist': '/teleop/twist',
+    'gripper': '/teleop/gripper',
+    'joy': '/teleop/joy',
+    'sim_success': '/sim/success',
+}
+"""Role -> topic name stored in the file (the recorder passes its resolved names)."""
+
+ROLE_TYPES = {
+    'image': 'sensor_msgs/msg/CompressedImage',
+    'joint_states': 'sensor_msgs/msg/JointState',
+    'ee_pose': 'geometry_msgs/msg/PoseStamped',
+    'twist': 'geometry_msgs/msg/TwistStamped',
+    'gripper': 'std_msgs/msg/Float64',
+    'joy': 'sensor_msgs/msg/Joy',
+    'sim_success': 'std_msgs/msg/Bool',
+}
+"""Role -> ROS 2 message type."""
+
+REQUIRED_ROLES = ('image', 'joint_states', 'ee_pose', 'twist', 'gripper')
+"""Streams :func:`load_episode` needs; joy and sim_success are kept for inspection only."""
+
+IMAGE_FORMATS = ('jpeg', 'png')
+"""Image compressions a recorder may use (CompressedImage.format)."""
+
+_MSG_DEFINITIONS = {
+    'sensor_msgs/CompressedImage': ('std_msgs/Header header\nstring format\nuint8[] data',
+                                    ['std_msgs/Header']),
+    'sensor_msgs/JointState': ('std_msgs/Header header\nstring[] name\nfloat64[] position\n'
+                               'float64[] velocity\nfloat64[] effort', ['std_msgs/Header']),
+    'sensor_msgs/Joy': ('std_msgs/Header header\nfloat32[] axes\nint32[] buttons',
+                        ['std_msgs/Header']),
+    'geometry_msgs/PoseStamped': ('std_msgs/Header header\nPose pose',
+                                  ['std_msgs/Header', 'geometry_msgs/Pose']),
+    'geometry_msgs/TwistStamped': ('std_msgs/Header header\nTwist twist',
+                                   ['std_msgs/Header', 'geometry_msgs/Twist']),
+    'std_msgs/Float64': ('float64 data', []),
+    'std_msgs/Bool': ('bool data', []),
+    'std_msgs/Header': ('builtin_interfaces/Time stamp\nstring frame_id',
+                        ['builtin_interfaces/Time']),
+    'builtin_interfaces/Time': ('int32 sec\nuint32 nanosec', []),
+    'geometry_msgs/Pose': ('Point position\nQuaternion orientation',
+                           ['geometry_msgs/Point', 'geometry_msgs/Quaternion']),
+    'geometry_msgs/Point': ('float64 x\nfloat64 y\nfloat64 z', []),
+    'geometry_msgs/Quaternion': ('float64 x 0\nfloat64 y 0\nfloat64 z 0\nfloat64 w 1', []),
+    'geometry_msgs/Twist': ('Vector3 linear\nVector3 angular', ['geometry_msgs/Vector3']),
+    'geometry_msgs/Vector3': ('float64 x\nfloat64 y\nfloat64 z', []),
+}
+_SEPARATOR = '=' * 80
+
+
+class EpisodeFileError(ValueError):
+    """
+    An episode file that cannot be used: missing, torn, corrupt, without a needed topic or frame.
+
+    :param path: the file
+    :param reason: what is wrong with it
+    """
+
+    def __init__(self, path, reason):
+        super().__init__(f'episode file {str(path)!r}: {reason}')
+        self.path = str(path)
+        self.reason = reason
+
+
+def message_definition(ros_type):
+    """
+    Build the concatenated ROS 2 message definition (rosbag2's 'ros2msg' schema text) of a type.
+
+    :param ros_type: e.g. 'sensor_msgs/msg/JointState'
+    :return: the definition of the type followed by every type it uses
+    :raises KeyError: for a type this module does not define
+    """
+    short = ros_type.replace('/msg/', '/')
+    text, _ = _MSG_DEFINITIONS[short]
+    parts = [text]
+    seen = {short}
+    pending = list(_MSG_DEFINITIONS[short][1])
+    while pending:
+        dependency = pending.pop(0)
+        if dependency in seen:
+            continue
+        seen.add(dependency)
+        dep_text, dep_deps = _MSG_DEFINITIONS[dependency]
+        parts.append(f'{_SEPARATOR}\nMSG: {dependency}\n{dep_text}')
+        pending.extend(dep_deps)
+    return '\n'.join(parts) + '\n'
+
+
+def header(stamp_ns, frame_id=''):
+    """
+    Build a std_msgs/Header as the dict the MCAP ROS 2 encoder takes.
+
+    :param stamp_ns: source time in ns since the epoch
+    :param frame_id: frame of the data
+    :return: dict
+    """
+    stamp_ns = int(stamp_ns)
+    return {'stamp': {'sec': stamp_ns // 1_000_000_000, 'nanosec': stamp_ns % 1_000_000_000},
+            'frame_id': frame_id}
+
+
+def encode_image(rgb, image_format='jpeg', jpeg_quality=95):
+    """
+    Compress an RGB image for a sensor_msgs/CompressedImage (image_transport's format strings).
+
+    :param rgb: (H, W, 3) uint8 array
+    :param image_format: 'jpeg' or 'png'
+    :param jpeg_quality: 1..100
+    :return: (format string, compressed bytes)
+    :raises ValueError: for a bad array or format, or when OpenCV fails
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
+            or rgb.shape[2] != 3:
+        raise ValueError(f'expected an (H, W, 3) uint8 image, got {getattr(rgb, "shape", rgb)!r}')
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    if image_format == 'jpeg':
+        ok, buffer = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    elif image_format == 'png':
+        ok, buffer = cv2.imencode('.png', bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    else:
+        raise ValueError(f'image_format must be one of {IMAGE_FORMATS}, got {image_format!r}')
+    if not ok:
+        raise ValueError(f'OpenCV could not encode a {rgb.shape} image as {image_format}')
+    return f'rgb8; {image_format} compressed bgr8', buffer.tobytes()
+
+
+def decode_image(data):
+    """
+    Decompress the data of a sensor_msgs/CompressedImage to RGB.
+
+    :param data: jpeg or png bytes
+    :return: (H, W, 3) uint8 RGB array
+    :raises ValueError: when the bytes are not an image OpenCV can decode
+    """
+    bgr = cv2.imdecode(np.frombuffer(bytes(data), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f'{len(data)} bytes are not a decodable jpeg/png image')
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+class EpisodeMcapWriter:
+    """
+    Write the streams of one episode to an open binary stream as ROS 2 MCAP.
+
+    Messages are plain dicts shaped like the ROS message (see :func:`header`); the
+    ``mcap_ros2`` encoder turns them into CDR.  Complete chunks go to the stream as
+    they fill, so a crash loses at most the last chunk.
+
+    :param stream: writable binary file object (the caller opens, flushes and closes it)
+    :param topics: role -> topic name (defaults: :data:`DEFAULT_TOPICS`)
+    :param compression: 'zstd', 'lz4' or 'none' (chunk compression; all three read by rosbag2)
+    :param chunk_size_bytes: uncompressed size at which a chunk is written out
+    """
+
+    def __init__(self, stream, topics=None, compression='zstd', chunk_size_bytes=1024 * 1024):
+        compressions = {'zstd': CompressionType.ZSTD, 'lz4': CompressionType.LZ4,
+                        'none': CompressionType.NONE}
+        if compression not in compressions:
+            raise ValueError(f'compression must be one of {sorted(compressions)}, '
+                             f'got {compression!r}')
+        self.topics = dict(DEFAULT_TOPICS if topics is None else topics)
+        unknown = set(self.topics) - set(ROLE_TYPES)
+        if unknown:
+            raise ValueError(f'unknown stream roles {sorted(unknown)}; '
+                             f'known: {sorted(ROLE_TYPES)}')
+        self._writer = Ros2McapWriter(stream, chunk_size=chunk_size_bytes,
+                                      compression=compressions[compression])
+        self._schemas = {}
+        self._sequence = {}
+        self.message_counts = dict.fromkeys(self.topics, 0)
+
+    def write(self, role, message, log_time_ns, publish_time_ns=None):
+        """
+        Write one message of a stream.
+
+        :param role: a key of ``topics``
+        :param message: dict shaped like the role's ROS message type
+        :param log_time_ns: arrival time at the recorder (ns since the epoch)
+        :param publish_time_ns: source time (ns); defaults to ``log_time_ns``
+        :raises KeyError: for an unknown role
+        """
+        schema = self._schemas.get(role)
+        if schema is None:
+            ros_type = ROLE_TYPES[role]
+            schema = self._writer.register_msgdef(ros_type, message_definition(ros_type))
+            self._schemas[role] = schema
+            self._sequence[role] = 0
+        self._sequence[role] += 1
+        self._writer.write_message(self.topics[role], schema, message, log_time=int(log_time_ns),
+                                   publish_time=int(log_time_ns if publish_time_ns is None
+                                                    else publish_time_ns),
+                                   sequence=self._sequence[role])
+        self.message_counts[role] += 1
+
+    def add_metadata(self, name, values):
+        """
+        Write a metadata record (goes to the stream at once).
+
+        :param name: record name
+        :param values: dict str -> str
+        """
+        self._writer.add_metadata(name, {str(k): str(v) for k, v in values.items()})
+
+    def finish(self):
+        """Write the last chunk, the summary and the footer (the stream stays open)."""
+        self._writer.finish()
+
+
+def _read_file_metadata(reader):
+    records = {}
+    for record in reader.iter_metadata():
+        records[record.name] = dict(record.metadata)
+    return records
+
+
+def _open_reader(path, stream):
+    try:
+        reader = make_reader(stream, validate_crcs=True, decoder_factories=[DecoderFactory()])
+        summary = reader.get_summary()
+    except Exception as exc:  # noqa: B902 - the mcap reader raises many types on a torn file
+        raise EpisodeFileError(path, f'not a readable MCAP file ({exc!r})') from exc
+    if summary is None:
+        raise EpisodeFileError(path, 'no MCAP summary: the file is torn or was never finished')
+    return reader, summary
+
+
+def read_episode_info(path):
+    """
+    Read the metadata and message counts of an episode file without decoding its messages.
+
+    :param path: episode file
+    :return: dict with the ``active_finetune`` metadata (strings) plus 'frames' (int, image
+        messages) and 'message_counts' (topic -> int)
+    :raises EpisodeFileError: when the file is missing, torn, or has no episode metadata
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EpisodeFileError(path, 'no such file')
+    with open(path, 'rb') as stream:
+        reader, summary = _open_reader(path, stream)
+        try:
+            records = _read_file_metadata(reader)
+        except Exception as exc:  # noqa: B902 - the mcap reader raises many types on corruption
+            raise EpisodeFileError(path, f'unreadable metadata ({exc!r})') from exc
+    if METADATA_NAME not in records:
+        raise EpisodeFileError(path, f'no {METADATA_NAME!r} metadata record (not an episode file)')
+    info = dict(records[METADATA_NAME])
+    topics = _topics_of(path, info)
+    counts = {}
+    if summary.statistics is not None:
+        for channel_id, count in summary.statistics.channel_message_counts.items():
+            channel = summary.channels.get(channel_id)
+            if channel is not None:
+                counts[channel.topic] = count
+    info['message_counts'] = counts
+    info['frames'] = counts.get(topics['image'], 0)
+    return info
+
+
+def _topics_of(path, metadata):
+    try:
+        topics = json.loads(metadata.get('topics', '{}')) or {}
+    except ValueError as exc:
+        raise EpisodeFileError(path, f'metadata topics is not JSON: {metadata["topics"]!r}') \
+            from exc
+    return {**DEFAULT_TOPICS, **topics}
+
+
+def _float_metadata(path, metadata, key):
+    try:
+        value = float(metadata[key])
+    except KeyError as exc:
+        raise EpisodeFileError(path, f'metadata has no {key!r}') from exc
+    except ValueError as exc:
+        raise EpisodeFileError(path, f'metadata {key} is not a number: {metadata[key]!r}') from exc
+    if not np.isfinite(value) or value <= 0:
+        raise EpisodeFileError(path, f'metadata {key} must be a positive number, got {value!r}')
+    return value
+
+
+def _latest_index(sample_times_ns, query_times_ns):
+    """Index of the newest sample at or before each query time (-1 where there is none)."""
+    return np.searchsorted(sample_times_ns, query_times_ns, side='right') - 1
+
+
+def load_episode(path, image_size=(96, 96)):
+    """
+    Load an episode file as aligned arrays, one row per camera frame.
+
+    Row t belongs to the t-th image (in log-time order).  Its proprioception is the end-effector
+    position of the newest ``ee_pose`` and the gripper opening (position of the metadata's
+    ``gripper_joint_name`` / ``gripper_open_position``, clipped to [0, 1]) of the newest
+    ``joint_states`` that arrived at or before the image; its action is the newest
+    ``teleop/twist`` linear velocity divided by ``max_linear_velocity_mps`` and the newest
+    ``teleop/gripper`` command, clipped to [-1, 1].  Joint states without the gripper joint are
+    ignored (drivers may publish arm and gripper separately).  Frames before the first message
+    of each of those four streams are left out.  Images are resized to ``image_size`` with area
+    interpolation (as the policy node does).
+
+    :param path: episode file (.mcap)
+    :param image_size: (height, width) of the returned images
+    :return: :class:`~active_finetune.data.episode.Episode` (metadata: the file's
+        ``active_finetune`` record plus 'path', 'frames_skipped' and 'frame_log_times_ns')
+    :raises EpisodeFileError: for a missing, torn or corrupt file, a missing topic or joint, or
+        no usable frame
+    """
+    path = Path(path)
+    height, width = int(image_size[0]), int(image_size[1])
+    if height < 1 or width < 1:
+        raise ValueError(f'image_size must be positive (height, width), got {image_size!r}')
+    if not path.is_file():
+        raise EpisodeFileError(path, 'no such file')
+    with open(path, 'rb') as stream:
+        reader, summary = _open_reader(path, stream)
+        try:
+            records = _read_file_metadata(reader)
+        except Exception as exc:  # noqa: B902 - the mcap reader raises many types on corruption
+            raise EpisodeFileError(path, f'unreadable metadata ({exc!r})') from exc
+        if METADATA_NAME not in records:
+            raise EpisodeFileError(path, f'no {METADATA_NAME!r} metadata record')
+        metadata = dict(records[METADATA_NAME])
+        topics = _topics_of(path, metadata)
+        present = {channel.topic for channel in summary.channels.values()}
+        missing = [topics[role] for role in REQUIRED_ROLES if topics[role] not in present]
+        if missing:
+            raise EpisodeFileError(path, f'missing topics {missing}; '
+                                         f'the file has {sorted(present)}')
+        streams = {role: ([], []) for role in REQUIRED_ROLES}
+        role_of = {topics[role]: role for role in REQUIRED_ROLES}
+        try:
+            for _, channel, message, decoded in reader.iter_decoded_messages(
+                    topics=list(role_of), log_time_order=True):
+                times, values = streams[role_of[channel.topic]]
+                times.append(message.log_time)
+                values.append(decoded)
+        except Exception as exc:  # noqa: B902 - the mcap reader raises many types on corruption
+            raise EpisodeFileError(path, f'corrupt message data ({exc!r})') from exc
+    return _align(path, metadata, streams, (height, width))
+
+
+def _align(path, metadata, streams, image_size):
+    max_speed_mps = _float_metadata(path, metadata, 'max_linear_velocity_mps')
+    open_position = _float_metadata(path, metadata, 'gripper_open_position')
+    gripper_joint = metadata.get('gripper_joint_name', '')
+    task = metadata.get('task', '')
+    if not task:
+        raise EpisodeFileError(path, 'metadata names no task')
+    joint_times, joint_states = streams['joint_states']
+    with_gripper = [i for i, msg in enumerate(joint_states) if gripper_joint in list(msg.name)]
+    if joint_states and not with_gripper:
+        names = list(joint_states[0].name)
+        raise EpisodeFileError(path, f'no joint_states message has the joint {gripper_joint!r} '
+                                     f'(gripper_joint_name); they have {names}')
+    streams['joint_states'] = ([joint_times[i] for i in with_gripper],
+                               [joint_states[i] for i in with_gripper])
+    for role, (times, _) in streams.items():
+        if not times:
+            raise EpisodeFileError(path, f'no {role} messages')
+    frame_times = np.asarray(streams['image'][0], dtype=np.int64)
+    rows = {}
+    for role in ('joint_states', 'ee_pose', 'twist', 'gripper'):
+        rows[role] = _latest_index(np.asarray(streams[role][0], dtype=np.int64), frame_times)
+    usable = np.all([rows[role] >= 0 for role in rows], axis=0)
+    if not usable.any():
+        raise EpisodeFileError(path, f'none of {len(frame_times)} frames has a joint state, pose '
+                                     'and teleop command at or before it')
+    first = int(np.argmax(usable))
+    frames = range(first, len(frame_times))
+    joint_openings = []
+    for joint_state in streams['joint_states'][1]:
+        names = list(joint_state.name)
+        joint_openings.append(joint_state.position[names.index(gripper_joint)] / open_position)
+    positions = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z]
+                          for p in streams['ee_pose'][1]], dtype=np.float64)
+    linear = np.array([[t.twist.linear.x, t.twist.linear.y, t.twist.linear.z]
+                       for t in streams['twist'][1]], dtype=np.float64)
+    gripper = np.array([g.data for g in streams['gripper'][1]], dtype=np.float64)
+    openings = np.clip(np.asarray(joint_openings, dtype=np.float64), 0.0, 1.0)
+    proprio = np.empty((len(frames), PROPRIO_DIM), dtype=np.float32)
+    actions = np.empty((len(frames), ACTION_DIM), dtype=np.float32)
+    images = np.empty((len(frames), image_size[0], image_size[1], 3), dtype=np.uint8)
+    for row, frame in enumerate(frames):
+        proprio[row, :3] = positions[rows['ee_pose'][frame]]
+        proprio[row, 3] = openings[rows['joint_states'][frame]]
+        actions[row, :3] = linear[rows['twist'][frame]] / max_speed_mps
+        actions[row, 3] = gripper[rows['gripper'][frame]]
+        try:
+            rgb = decode_image(streams['image'][1][frame].data)
+        except ValueError as exc:
+            raise EpisodeFileError(path, f'frame {frame}: {exc}') from exc
+        if rgb.shape[:2] != image_size:
+            rgb = cv2.resize(rgb, (image_size[1], image_size[0]), interpolation=cv2.INTER_AREA)
+        images[row] = rgb
+    np.clip(actions, -1.0, 1.0, out=actions)
+    info = dict(metadata)
+    info.update(path=str(path), frames_skipped=first,
+                frame_log_times_ns=frame_times[first:].tolist())
+    try:
+        return Episode(task=task, proprio=proprio, actions=actions, images=images,
+                       success=metadata.get('success') == 'true', metadata=info)
+    except EpisodeError as exc:
+        raise EpisodeFileError(path, str(exc)) from exc
+
+
+def salvage_records(path):
+    """
+    Read every complete record of a possibly torn MCAP file, in file order.
+
+    Reading stops at the first record that is cut off or fails its CRC; chunks are opened, so
+    their messages come out one by one.
+
+    :param path: file to read
+    :return: (schemas {id: Schema}, channels {id: Channel}, messages [Message],
+        metadata {name: dict}, stop_reason str or '' when the file ended cleanly)
+    :raises EpisodeFileError: when not even the MCAP header can be read
+    """
+    schemas, channels, messages, metadata = {}, {}, [], {}
+    stop_reason = ''
+    with open(path, 'rb') as stream:
+        try:
+            records = StreamReader(stream, validate_crcs=True).records
+            first = next(records)
+        except Exception as exc:  # noqa: B902 - the mcap reader raises many types on a torn file
+            raise EpisodeFileError(path, f'no readable MCAP header ({exc!r})') from exc
+        del first
+        try:
+            for record in records:
+                if isinstance(record, Schema):
+                    schemas[record.id] = record
+                elif isinstance(record, Channel):
+                    channels[record.id] = record
+                elif isinstance(record, Message):
+                    messages.append(record)
+                elif isinstance(record, Metadata):
+                    metadata[record.name] = dict(record.metadata)
+        except Exception as exc:  # noqa: B902 - the mcap reader raises many types on a torn file
+            stop_reason = repr(exc)
+    return schemas, channels, messages, metadata, stop_reason
+
+
+def rewrite_salvaged(path, stream, metadata_updates):
+    """
+    Write the salvaged content of a torn episode file as a complete MCAP file.
+
+    :param path: the torn file
+    :param stream: writable binary stream for the new file
+    :param metadata_updates: values merged into the episode metadata (e.g. recovered='true')
+    :return: dict with 'messages', 'frames' (image messages), 'stop_reason', 'metadata'
+    :raises EpisodeFileError: when the file has no readable header or no message at all
+    """
+    schemas, channels, messages, metadata, stop_reason = salvage_records(path)
+    if not messages:
+        raise EpisodeFileError(path, f'no complete message to recover ({stop_reason or "empty"})')
+    writer = McapWriter(stream, compression=CompressionType.ZSTD)
+    writer.start(profile='ros2', library='active_finetune recovery')
+    schema_ids, channel_ids = {}, {}
+    for schema in schemas.values():
+        schema_ids[schema.id] = writer.register_schema(schema.name, schema.encoding, schema.data)
+    for channel in channels.values():
+        if channel.schema_id in schema_ids:
+            channel_ids[channel.id] = writer.register_channel(
+                channel.topic, channel.message_encoding, schema_ids[channel.schema_id],
+                dict(channel.metadata))
+    kept = 0
+    for message in messages:
+        if message.channel_id in channel_ids:
+            writer.add_message(channel_ids[message.channel_id], message.log_time, message.data,
+                               message.publish_time, message.sequence)
+            kept += 1
+    episode_metadata = dict(metadata.get(METADATA_NAME) or metadata.get(START_METADATA_NAME) or {})
+    for name, values in metadata.items():
+        if name not in (METADATA_NAME, START_METADATA_NAME):
+            writer.add_metadata(name, values)
+    if START_METADATA_NAME in metadata:
+        writer.add_metadata(START_METADATA_NAME, metadata[START_METADATA_NAME])
+    topics = _topics_of(path, episode_metadata)
+    image_channels = {cid for cid, ch in channels.items() if ch.topic == topics['image']}
+    frames = sum(1 for m in messages if m.channel_id in image_channels)
+    episode_metadata.update({str(k): str(v) for k, v in metadata_updates.items()})
+    episode_metadata['frames'] = str(frames)
+    writer.add_metadata(METADATA_NAME, episode_metadata)
+    writer.finish()
+    return {'messages': kept, 'frames': frames, 'stop_reason': stop_reason,
+            'metadata': episode_metadata}

@@ -1,0 +1,297 @@
+"""Recording core: round trip, drops, success policies, write errors, recovery after SIGKILL."""
+
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from active_finetune.data.episode_index import file_sha256, list_saved_episodes
+from active_finetune.data.mcap_episode import load_episode, read_episode_info
+from active_finetune.data.recorder import EpisodeRecorder, RecorderError, \
+    RecorderRefusedError, RecorderSettings, recover_leftovers
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+GRIPPER = 'gripper_finger_distance'
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings(tmp_path, **overrides):
+    values = {'dataset_dir': str(tmp_path / 'episodes'), 'min_free_disk_mb': 0.0,
+              'max_linear_velocity_mps': 0.25, 'gripper_open_position': 0.1}
+    values.update(overrides)
+    return RecorderSettings(**values)
+
+
+def smooth_image(step, shape=(48, 64)):
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    red = rows * 200 // shape[0] + step % 50
+    green = cols * 200 // shape[1]
+    blue = np.full(shape, 90 + step % 50)
+    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+
+def record_steps(recorder, steps, t0_ns=1_700_000_000_000_000_000, period_ns=33_000_000):
+    """Feed state, command and image per step with known log times; return expected arrays."""
+    proprio, actions, images = [], [], []
+    for step in range(steps):
+        t = t0_ns + step * period_ns
+        opening = 0.02 + 0.001 * step
+        position = (0.3 + 0.01 * step, -0.2, 0.15)
+        linear = (0.05 * np.sin(step), 0.1, -0.3)
+        gripper = 1.0 if step % 10 < 5 else -1.0
+        assert recorder.add_joint_state(['arm', GRIPPER], [0.5, opening], stamp_ns=t,
+                                        log_time_ns=t)
+        assert recorder.add_ee_pose(position, stamp_ns=t, log_time_ns=t)
+        assert recorder.add_twist(linear, stamp_ns=t, log_time_ns=t)
+        assert recorder.add_gripper(gripper, log_time_ns=t)
+        assert recorder.add_joy([0.0] * 6, [0, 0], stamp_ns=t, log_time_ns=t)
+        image = smooth_image(step)
+        assert recorder.add_image(image, t, 'camera', log_time_ns=t + 1_000_000)
+        proprio.append([*position, opening / 0.1])
+        actions.append([*np.clip(np.asarray(linear) / 0.25, -1, 1), gripper])
+        images.append(image)
+    return np.array(proprio), np.array(actions), np.array(images)
+
+
+def test_round_trip_gives_the_recorded_arrays(tmp_path):
+    finished = []
+    recorder = EpisodeRecorder(settings(tmp_path, jpeg_quality=95), on_finished=finished.append)
+    session = recorder.start('pick-place', request_id=5, notes='slow grasp')
+    proprio, actions, images = record_steps(recorder, 40)
+    recorder.stop()
+    assert recorder.wait_idle(10.0)
+    result = finished[-1]
+    assert result['state'] == 'saved' and result['steps'] == 40 and result['dropped'] == 0
+    assert Path(result['path']).name == 'episode_000001_pick-place.mcap'
+    assert not session.partial_path.exists()
+    assert file_sha256(result['path']) == result['sha256']
+    episode = load_episode(result['path'], image_size=(48, 64))
+    assert episode.task == 'pick-place' and episode.success
+    np.testing.assert_allclose(episode.proprio, proprio, atol=1e-6)
+    np.testing.assert_allclose(episode.actions, actions, atol=1e-6)
+    error = np.abs(episode.images.astype(int) - images.astype(int))
+    assert error.mean() < 2.0 and error.max() <= 12
+    assert episode.metadata['operator_notes'] == 'slow grasp'
+    assert episode.metadata['request_id'] == '5'
+    listed = list_saved_episodes(tmp_path / 'episodes')
+    assert listed[0]['sha256'] == result['sha256'] and listed[0]['request_id'] == 5
+
+
+def test_png_is_lossless(tmp_path):
+    finished = []
+    recorder = EpisodeRecorder(settings(tmp_path, image_format='png'),
+                               on_finished=finished.append)
+    recorder.start('reach')
+    _, _, images = record_steps(recorder, 5)
+    recorder.stop()
+    assert recorder.wait_idle(10.0)
+    episode = load_episode(finished[-1]['path'], image_size=(48, 64))
+    np.testing.assert_array_equal(episode.images, images)
+
+
+def test_full_queue_drops_and_counts(tmp_path):
+    finished = []
+    recorder = EpisodeRecorder(settings(tmp_path, queue_size=2), on_finished=finished.append)
+    recorder.start('reach')
+    for add in (lambda: recorder.add_joint_state(['arm', GRIPPER], [0.0, 0.05]),
+                lambda: recorder.add_ee_pose((0.0, 0.0, 0.0)),
+                lambda: recorder.add_twist((0.0, 0.0, 0.0)), lambda: recorder.add_gripper(-1.0)):
+        assert add()
+        time.sleep(0.05)
+    frame = np.zeros((480, 640, 3), dtype=np.uint8)
+    accepted = sum(recorder.add_image(frame, time.time_ns()) for _ in range(60))
+    session = recorder.stop()
+    assert recorder.wait_idle(10.0)
+    result = finished[-1]
+    assert 0 < accepted < 60
+    assert result['dropped'] == session.dropped['image'] == 60 - accepted
+    assert result['frames'] == accepted
+    info = read_episode_info(result['path'])
+    assert info['frames'] == accepted and json.loads(info['dropped']) == {'image': 60 - accepted}
+
+
+@pytest.mark.parametrize('policy, mark, sim, expected', [
+    ('auto', None, None, True), ('auto', False, True, False), ('auto', None, False, False),
+    ('sim', True, None, False), ('sim', None, True, True), ('operator', None, False, True),
+    ('operator', False, True, False)])
+def test_success_policies(tmp_path, policy, mark, sim, expected):
+    recorder = EpisodeRecorder(settings(tmp_path, success_on_stop=policy))
+    session = recorder.start('reach')
+    if mark is not None:
+        recorder.mark_success(mark)
+    if sim is not None:
+        recorder.add_sim_success(sim)
+    assert recorder.resolve_success(session) is expected
+    recorder.discard()
+    assert recorder.wait_idle(5.0)
+
+
+def test_refusals_and_requests_out_of_order(tmp_path):
+    recorder = EpisodeRecorder(settings(tmp_path, min_free_disk_mb=1e12))
+    with pytest.raises(RecorderRefusedError, match='min_free_disk_mb'):
+        recorder.start('reach')
+    recorder = EpisodeRecorder(settings(tmp_path))
+    with pytest.raises(RecorderRefusedError, match='no task'):
+        recorder.start('')
+    with pytest.raises(RecorderError, match='not recording'):
+        recorder.stop()
+    with pytest.raises(RecorderError, match='not recording'):
+        recorder.mark_success(True)
+    assert not recorder.add_gripper(1.0)
+    recorder.start('reach')
+    with pytest.raises(RecorderRefusedError, match='already recording'):
+        recorder.start('push')
+    recorder.discard()
+    assert recorder.wait_idle(5.0)
+    assert recorder.status()['state'] == 'discarded'
+    with pytest.raises(ValueError, match='success_on_stop'):
+        settings(tmp_path, success_on_stop='maybe')
+
+
+def test_episode_without_state_is_quarantined_not_saved(tmp_path):
+    finished = []
+    recorder = EpisodeRecorder(settings(tmp_path), on_finished=finished.append)
+    recorder.start('reach')
+    recorder.add_image(smooth_image(0), time.time_ns())
+    recorder.stop()
+    assert recorder.wait_idle(5.0)
+    assert finished[-1]['state'] == 'error' and '/joint_states' in finished[-1]['message']
+    assert list_saved_episodes(tmp_path / 'episodes') == []
+    assert (tmp_path / 'episodes' / 'quarantine' / 'episode_000001_reach.mcap.partial').exists()
+
+
+def test_write_error_stops_keeps_partial_and_reports(tmp_path):
+    finished = []
+    recorder = EpisodeRecorder(settings(tmp_path), on_finished=finished.append)
+    session = recorder.start('reach')
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(28, 'No space left on device')
+
+        def tell(self):
+            return 0
+
+        def flush(self):
+            raise OSError(28, 'No space left on device')
+
+    session._stream.raw = FullDisk()
+    session._file = FullDisk()
+    session._file.close = lambda: None
+    record_steps(recorder, 40)  # fills a chunk, so the writer must write
+    deadline = time.monotonic() + 5.0
+    while not finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert finished and finished[-1]['state'] == 'error'
+    assert 'No space left' in finished[-1]['message']
+    assert recorder.active is None and recorder.status()['state'] == 'error'
+    assert session.partial_path.exists()
+    assert not recorder.add_gripper(1.0)
+
+
+def test_interrupted_recording_is_set_aside_not_indexed(tmp_path):
+    finished = []
+    recorder = EpisodeRecorder(settings(tmp_path), on_finished=finished.append)
+    recorder.start('push')
+    record_steps(recorder, 5)
+    assert recorder.close(5.0)
+    aside = tmp_path / 'episodes' / 'episode_000001_push.recovered.mcap'
+    assert finished[-1]['path'] == str(aside) and aside.exists()
+    info = read_episode_info(aside)
+    assert (info['recovered'], info['success'], info['interrupted']) == ('true', 'false', 'true')
+    assert list_saved_episodes(tmp_path / 'episodes') == []
+
+
+CRASHING_WRITER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
+    recorder = EpisodeRecorder(RecorderSettings(
+        dataset_dir=sys.argv[1], min_free_disk_mb=0.0, flush_period_s=0.02, queue_size=10000))
+    rng = np.random.default_rng(0)
+    for number, steps in ((1, 12), (2, 12), (3, 100000)):
+        recorder.start('reach' if number < 3 else 'push')
+        for step in range(steps):
+            recorder.add_joint_state(['arm', 'gripper_finger_distance'], [0.1, 0.05])
+            recorder.add_ee_pose((0.1, 0.2, 0.3))
+            recorder.add_twist((0.01, 0.0, 0.0))
+            recorder.add_gripper(1.0)
+            recorder.add_image(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8),
+                               time.time_ns())
+            if number == 3 and step == 60:
+                print('RECORDING', flush=True)
+            time.sleep(0.005)
+        if number < 3:
+            recorder.stop()
+            assert recorder.wait_idle(10.0)
+            print('SAVED', number, flush=True)
+""")
+
+
+def test_recovery_after_sigkill_mid_episode(tmp_path):
+    dataset = tmp_path / 'episodes'
+    process = subprocess.Popen([sys.executable, '-c', CRASHING_WRITER, str(dataset)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=REPOSITORY_ROOT, start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 40.0
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+            if line.startswith('RECORDING'):
+                break
+        assert lines[-1:] == ['RECORDING'], (lines, process.stderr.read())
+        time.sleep(0.3)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10.0)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10.0)
+        process.stdout.close()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    partial = dataset / 'episode_000003_push.mcap.partial'
+    assert partial.exists()
+    saved_before = list_saved_episodes(dataset)
+    assert [Path(e['path']).name for e in saved_before] == [
+        'episode_000001_reach.mcap', 'episode_000002_reach.mcap']
+    assert all(file_sha256(e['path']) == e['sha256'] for e in saved_before)
+
+    recorder = EpisodeRecorder(settings(tmp_path))
+    assert [r['outcome'] for r in recorder.recovered] == ['recovered']
+    recovered = dataset / 'episode_000003_push.recovered.mcap'
+    assert recorder.recovered[0]['path'] == str(recovered) and not partial.exists()
+    info = read_episode_info(recovered)
+    assert (info['recovered'], info['success'], info['task']) == ('true', 'false', 'push')
+    assert info['frames'] == recorder.recovered[0]['frames'] >= 20
+    assert len(load_episode(recovered, image_size=(24, 32))) > 0
+    assert list_saved_episodes(dataset) == saved_before
+    session = recorder.start('reach')
+    assert session.number == 4
+    recorder.discard()
+    assert recorder.wait_idle(5.0)
+
+
+def test_unrecoverable_partial_is_quarantined(tmp_path):
+    dataset = tmp_path / 'episodes'
+    dataset.mkdir()
+    (dataset / 'episode_000001_reach.mcap.partial').write_bytes(b'\x89MCAP0\r\n' + b'\x01' * 5)
+    (dataset / 'episode_000002_reach.mcap.partial').write_bytes(b'garbage')
+    results = recover_leftovers(dataset)
+    assert [r['outcome'] for r in results] == ['quarantined', 'quarantined']
+    for name in ('episode_000001_reach.mcap.partial', 'episode_000002_reach.mcap.partial'):
+        assert (dataset / 'quarantine' / name).exists()
+        assert (dataset / 'quarantine' / f'{name}.reason.txt').read_text().strip()
+    assert list(dataset.glob('*.partial')) == []
+    assert list_saved_episodes(dataset) == []
