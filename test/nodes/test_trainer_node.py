@@ -1,0 +1,86 @@
+"""Trainer node over real DDS: a round after B demos, an unreadable episode skipped, the announcement."""
+
+import base64
+import json
+
+from active_finetune.data.episode_index import append_index_entry, list_saved_episodes
+from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
+from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
+from active_finetune.nodes.trainer_node import TrainerNode
+from active_finetune.policy.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from active_finetune.policy.model import PolicyConfig, TaskPolicy
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+from std_msgs.msg import String
+
+pytestmark = pytest.mark.timeout(180)
+
+TASKS = ('reach-v3', 'push-v3')
+GRIPPER = 'gripper_finger_distance'
+
+
+def record_demo(recorder, task, steps, seed):
+    """Record a short synthetic teleoperated episode through the recording core."""
+    rng = np.random.default_rng(seed)
+    recorder.start(task)
+    t0 = 1_700_000_000_000_000_000 + seed * 10_000_000_000
+    for step in range(steps):
+        t = t0 + step * 50_000_000
+        recorder.add_joint_state(['arm', GRIPPER], [0.1, 0.05], stamp_ns=t, log_time_ns=t)
+        recorder.add_ee_pose(tuple(rng.uniform(-0.2, 0.2, 3)), stamp_ns=t, log_time_ns=t)
+        recorder.add_twist(tuple(rng.uniform(-0.2, 0.2, 3)), stamp_ns=t, log_time_ns=t)
+        recorder.add_gripper(1.0, log_time_ns=t)
+        recorder.add_image(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), t, 'camera',
+                           log_time_ns=t + 1_000_000)
+    recorder.stop(success=True)
+    assert recorder.wait_idle(30.0)
+
+
+@pytest.fixture
+def setup_dirs(tmp_path):
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='image', image_size=32,
+                                     conv_channels=(8, 8, 8, 8), hidden_dim=32, feature_dim=16))
+    initial = tmp_path / 'initial'
+    save_checkpoint(policy, initial, {'kind': 'test'})
+    dataset = tmp_path / 'episodes'
+    recorder = EpisodeRecorder(RecorderSettings(dataset_dir=str(dataset), min_free_disk_mb=0.0))
+    try:
+        record_demo(recorder, 'reach-v3', 12, seed=1)
+        record_demo(recorder, 'push-v3', 12, seed=2)
+    finally:
+        recorder.close()
+    torn = dataset / 'episode_000099_push-v3.mcap'
+    torn.write_bytes(b'\x89MCAP0\r\n' + b'\x00' * 64)
+    append_index_entry(dataset, {'file': torn.name, 'task': 'push-v3', 'success': True,
+                                 'frames': 12, 'sha256': '0' * 64, 'saved_unix_s': 1.0})
+    return initial, dataset, tmp_path / 'checkpoints'
+
+
+def test_round_skips_the_unreadable_episode_and_announces_a_verified_checkpoint(
+        ros, wait_for, setup_dirs):
+    initial, dataset, checkpoint_dir = setup_dirs
+    assert len(list_saved_episodes(dataset)) == 3
+    checkpoints = ros.collect(String, 'trainer/checkpoint', LATCHED_QOS)
+    statuses = ros.collect(String, 'trainer/status', COMMAND_QOS)
+    ros.add_node(TrainerNode(context=ros.context, parameter_overrides=[
+        Parameter('dataset_dir', value=str(dataset)),
+        Parameter('checkpoint_dir', value=str(checkpoint_dir)),
+        Parameter('initial_checkpoint', value=str(initial)),
+        Parameter('demos_per_round', value=3), Parameter('steps', value=5),
+        Parameter('batch_size', value=8), Parameter('evaluate_episodes', value=0),
+        Parameter('poll_period_s', value=0.2)]))
+    assert wait_for(lambda: any(json.loads(m.data)['version'] == 0 for m in checkpoints.messages),
+                    10.0), 'the starting checkpoint is announced as version 0'
+    assert wait_for(lambda: any(json.loads(m.data)['version'] == 1 for m in checkpoints.messages),
+                    150.0), [json.loads(m.data)['message'] for m in statuses.messages]
+    announced = next(json.loads(m.data) for m in checkpoints.messages
+                     if json.loads(m.data)['version'] == 1)
+    policy, config = load_checkpoint(announced['path'], expected_sha256=announced['sha256'])
+    assert policy.config.tasks == TASKS and config['weights_sha256'] == announced['sha256']
+    weights = (checkpoint_dir / 'v0001' / WEIGHTS_FILE).read_bytes()
+    assert base64.b64decode(announced['weights_b64']) == weights, 'weights travel in the message'
+    assert announced['demos_used'] == 3
+    messages = [json.loads(m.data)['message'] for m in statuses.messages]
+    assert any('episode_000099' in m and 'skip' in m for m in messages), messages
+    assert json.loads(statuses.last.data)['state'] == 'waiting'
