@@ -1,0 +1,347 @@
+"""
+Policy node: runs the camera-based multi-task policy and hot-swaps its weights without a restart.
+
+Subscribes ``camera/image_raw`` (image QoS), ``joint_states`` and ``ee_pose`` (sensor QoS),
+``policy/task`` (std_msgs/String, latched or volatile), ``trainer/checkpoint`` (JSON, latched) and
+``estop``.  Every control cycle (``cycle_trigger``: each ``1 / control_rate_hz`` on the newest
+inputs, or once per new image) it publishes ``policy/twist`` (m/s, header stamp = the source stamp
+of the image the action was computed from) and ``policy/gripper`` (-1 open .. +1 closed), and
+``policy/status`` (JSON, latched, on change: state running|idle|stale|error, code, reason, task,
+tasks, version, sha256, refused, rollback_versions, device).
+
+Safety (:class:`active_finetune.safety.CommandGate`): an image, joint state or pose older than
+``max_input_age_s`` (by header stamp), a non-finite action, an unknown task or an engaged estop
+give a zero twist and no gripper command (the mux holds the gripper), with the reason in the
+status and a throttled log.  Actions are clamped to [-1, 1] before scaling.  Zero on shutdown.
+
+New checkpoints are loaded and verified by :class:`active_finetune.policy.hot_swap.PolicyHotSwap`
+on its own thread and swapped in between two cycles; a bad one is refused (logged, in the status)
+and the old weights keep running.  Service ``policy/rollback`` (std_srvs/Trigger) goes back to the
+previous good version.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+import json
+import time
+
+from active_finetune.data.episode import PROPRIO_DIM
+from active_finetune.nodes.conversions import ConversionError, header_stamp_s, image_to_rgb, \
+    joint_positions, linear_to_twist_stamped, pose_position
+from active_finetune.nodes.parameters import declare_config
+from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSOR_QOS
+from active_finetune.nodes.spin import run_node
+from active_finetune.policy.hot_swap import CheckpointRefusedError, load_initial, \
+    PolicyHotSwap, PolicyNodeConfig, RollbackError
+from active_finetune.policy.runner import select_device
+from active_finetune.safety import Check, check_fresh, CLAMPED, CommandGate, ESTOP, FUTURE, \
+    MISSING, NON_FINITE, OK, STALE
+from geometry_msgs.msg import PoseStamped, TwistStamped
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64, String
+from std_srvs.srv import Trigger
+import torch
+
+RUNNING, IDLE, STALE_STATE, ERROR = 'running', 'idle', 'stale', 'error'
+NO_POLICY, NO_TASK, UNKNOWN_TASK, BAD_INPUT = 'no_policy', 'no_task', 'unknown_task', 'bad_input'
+_STATE_OF_CODE = {OK: RUNNING, CLAMPED: RUNNING, MISSING: IDLE, NO_TASK: IDLE, ESTOP: IDLE,
+                  STALE: STALE_STATE, FUTURE: STALE_STATE}
+CYCLE_HISTORY = 10000
+"""Control cycles whose timings are kept (:attr:`PolicyNode.recent_cycles`)."""
+
+
+@dataclass(frozen=True)
+class CycleTiming:
+    """
+    Timings of one control cycle that ran the model.
+
+    :param image_stamp_s: source stamp of the image used
+    :param image_arrival_s: node clock time the image arrived
+    :param published_s: node clock time the action was published
+    :param forward_s: time spent in the model (resize, batch, forward)
+    :param version: checkpoint version that acted
+    """
+
+    image_stamp_s: float
+    image_arrival_s: float
+    published_s: float
+    forward_s: float
+    version: int
+
+
+class PolicyNode(Node):
+    """
+    Camera-based policy with stale-input protection, hot-swapped weights and rollback.
+
+    :param kwargs: passed to rclpy Node (context, parameter_overrides, ...)
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__('policy', **kwargs)
+        self.config = declare_config(self, PolicyNodeConfig, on_change=self._on_config)
+        self.device = select_device(self.config.device)
+        if self.device.type == 'cpu':
+            torch.set_num_threads(self.config.torch_threads)
+        self._gate = CommandGate(np.ones(4))
+        self._task = self.config.task
+        self._image_msg = None
+        self._image_arrival_s = None
+        self._joint_msg = None
+        self._pose_msg = None
+        self._status_key = None
+        self._last_cycle_s = -1.0
+        self.recent_cycles = deque(maxlen=CYCLE_HISTORY)
+        """:class:`CycleTiming` of recent cycles that ran the model (diagnostics, benchmarks)."""
+        self.status = {}
+        """The newest status dict (also published on policy/status)."""
+
+        initial = None
+        self._load_error = ''
+        try:
+            initial = load_initial(self.config.checkpoint_path, self.device)
+            self.get_logger().info(
+                f'loaded checkpoint {self.config.checkpoint_path} version {initial.version} '
+                f'(sha256 {initial.sha256[:12]}) on {self.device}; tasks {list(initial.tasks)}')
+        except CheckpointRefusedError as error:
+            self._load_error = f'start-up checkpoint refused: {error}'
+            self.get_logger().error(f'{self._load_error}; waiting for trainer/checkpoint')
+        self._hot_swap = PolicyHotSwap(self.device, initial)
+
+        self._twist_pub = self.create_publisher(TwistStamped, 'policy/twist', COMMAND_QOS)
+        self._gripper_pub = self.create_publisher(Float64, 'policy/gripper', COMMAND_QOS)
+        self._status_pub = self.create_publisher(String, 'policy/status', LATCHED_QOS)
+        self.create_subscription(Image, 'camera/image_raw', self._on_image, IMAGE_QOS)
+        self.create_subscription(JointState, 'joint_states', self._on_joint_state, SENSOR_QOS)
+        self.create_subscription(PoseStamped, 'ee_pose', self._on_pose, SENSOR_QOS)
+        # Latched to get the task set before start, volatile to match `ros2 topic pub`.
+        self.create_subscription(String, 'policy/task', self._on_task, LATCHED_QOS)
+        self.create_subscription(String, 'policy/task', self._on_task, COMMAND_QOS)
+        self.create_subscription(String, 'trainer/checkpoint', self._on_checkpoint, LATCHED_QOS)
+        self.create_subscription(Bool, 'estop', self._on_estop, LATCHED_QOS)
+        self.create_subscription(Bool, 'estop', self._on_estop, COMMAND_QOS)
+        self.create_service(Trigger, 'policy/rollback', self._on_rollback)
+        self._period_s = 1.0 / self.config.control_rate_hz
+        self._timer = self.create_timer(self._period_s, self._on_timer)
+        if self._task:
+            self._check_task_known(self._task)
+
+    # ---------------------------------------------------------------- inputs
+
+    def _now_s(self):
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_config(self, config):
+        self.config = config
+
+    def _on_image(self, msg):
+        self._image_msg = msg
+        self._image_arrival_s = self._now_s()
+        if self.config.cycle_trigger == 'image':
+            self._cycle_at_edge()
+
+    def _on_joint_state(self, msg):
+        self._joint_msg = msg
+
+    def _on_pose(self, msg):
+        self._pose_msg = msg
+
+    def _on_estop(self, msg):
+        if self._gate.set_estop(msg.data):
+            if msg.data:
+                self.get_logger().error('estop engaged: output held at zero until released')
+            else:
+                self.get_logger().warning('estop released')
+
+    def _on_task(self, msg):
+        task = msg.data.strip()
+        if task == self._task:
+            return
+        self._task = task
+        if not task:
+            self.get_logger().info('task cleared: idle')
+            return
+        if self._check_task_known(task):
+            self.get_logger().info(f'task set to {task!r}')
+
+    def _check_task_known(self, task):
+        active = self._hot_swap.active
+        if active is not None and task not in active.tasks:
+            self.get_logger().error(
+                f'refusing task {task!r}: policy version {active.version} knows '
+                f'{list(active.tasks)}; output held at zero until a known task is set')
+            return False
+        return True
+
+    def _on_checkpoint(self, msg):
+        # Parsing and base64-decoding megabytes of weights happen on the loader thread too.
+        self.get_logger().info('checkpoint announced; verifying it in the background')
+        self._hot_swap.submit(msg.data)
+
+    def _on_rollback(self, request, response):
+        try:
+            loaded = self._hot_swap.rollback()
+        except RollbackError as error:
+            response.success, response.message = False, str(error)
+            self.get_logger().warning(f'rollback refused: {error}')
+            return response
+        response.success = True
+        response.message = f'rolled back to version {loaded.version} (sha256 {loaded.sha256[:12]})'
+        self.get_logger().warning(response.message)
+        if self._task:
+            self._check_task_known(self._task)
+        return response
+
+    # ---------------------------------------------------------------- control
+
+    def _on_timer(self):
+        if self.config.cycle_trigger == 'image' and \
+                time.monotonic() - self._last_cycle_s < self._period_s:
+            return
+        self._cycle_at_edge()
+
+    def _cycle_at_edge(self):
+        self._last_cycle_s = time.monotonic()
+        try:
+            self._cycle()
+        except Exception as error:  # noqa: B902 - an exception would stop spin
+            self.get_logger().error(f'control cycle failed: {error!r}; publishing zero',
+                                    throttle_duration_sec=2.0)
+            self.publish_zero()
+            self._announce(ERROR, 'exception', f'control cycle failed: {error!r}')
+
+    def _apply_swap(self):
+        event = self._hot_swap.swap_if_ready()
+        if event.refusal is not None:
+            self.get_logger().error(
+                f'refused checkpoint version {event.refusal.version}: {event.refusal.reason}; '
+                f'keeping version {self._version()}')
+        if event.swapped is not None:
+            self._load_error = ''
+            self.get_logger().info(
+                f'swapped in checkpoint version {event.swapped.version} '
+                f'(sha256 {event.swapped.sha256[:12]}) from {event.swapped.source}')
+            if self._task:
+                self._check_task_known(self._task)
+
+    def _version(self):
+        active = self._hot_swap.active
+        return None if active is None else active.version
+
+    def _input_checks(self, now_s):
+        max_age_s = self.config.max_input_age_s
+        return [check_fresh(name, None if msg is None else header_stamp_s(msg), now_s, max_age_s)
+                for name, msg in (('image', self._image_msg), ('joint state', self._joint_msg),
+                                  ('end-effector pose', self._pose_msg))]
+
+    def _proprio(self):
+        positions = joint_positions(self._joint_msg)
+        name = self.config.gripper_joint_name
+        if name not in positions:
+            raise ConversionError(f'joint_states has no joint {name!r} (gripper_joint_name); '
+                                  f'it has {sorted(positions)}')
+        proprio = np.empty(PROPRIO_DIM, dtype=np.float32)
+        proprio[:3] = pose_position(self._pose_msg)
+        proprio[3] = np.clip(positions[name] / self.config.gripper_open_position, 0.0, 1.0)
+        return proprio
+
+    def _cycle(self):
+        self._apply_swap()
+        now_s = self._now_s()
+        active = self._hot_swap.active
+        if active is None:
+            self._block(ERROR, NO_POLICY, self._load_error or 'no checkpoint loaded')
+            return
+        if not self._task:
+            self._block(IDLE, NO_TASK, 'no task set (publish a task name on policy/task)')
+            return
+        if self._task not in active.tasks:
+            self._block(ERROR, UNKNOWN_TASK,
+                        f'unknown task {self._task!r}; version {active.version} knows '
+                        f'{list(active.tasks)}')
+            return
+        checks = [c for c in self._input_checks(now_s) if not c.ok]
+        if self._gate.estop.engaged or checks:
+            decision = self._gate.decide(np.zeros(4), checks)
+            self._block(_STATE_OF_CODE.get(decision.code, ERROR), decision.code, decision.reason)
+            return
+        try:
+            image = image_to_rgb(self._image_msg)
+            proprio = self._proprio()
+        except ConversionError as error:
+            self._block(ERROR, BAD_INPUT, str(error))
+            return
+        started_s = time.perf_counter()
+        action = active.runner.act(self._task, proprio, image=image)
+        forward_s = time.perf_counter() - started_s
+        decision = self._gate.decide(action, [Check(True)])
+        if decision.blocked:
+            self._block(ERROR if decision.code == NON_FINITE else _STATE_OF_CODE.get(
+                decision.code, ERROR), decision.code, decision.reason)
+            return
+        image_stamp_s = header_stamp_s(self._image_msg)
+        self._twist_pub.publish(linear_to_twist_stamped(
+            decision.command[:3] * self.config.max_linear_velocity_mps, image_stamp_s,
+            self.config.frame_id))
+        self._gripper_pub.publish(Float64(data=float(decision.command[3])))
+        self.recent_cycles.append(CycleTiming(
+            image_stamp_s=image_stamp_s, image_arrival_s=self._image_arrival_s,
+            published_s=self._now_s(), forward_s=forward_s, version=active.version))
+        self._announce(RUNNING, OK, '')
+
+    def _block(self, state, code, reason):
+        self.publish_zero()
+        if state == ERROR:
+            self.get_logger().error(f'output zero: {reason}', throttle_duration_sec=2.0)
+        else:
+            self.get_logger().warning(f'output zero: {reason}', throttle_duration_sec=2.0)
+        self._announce(state, code, reason)
+
+    def _announce(self, state, code, reason):
+        active = self._hot_swap.active
+        refusal = self._hot_swap.last_refusal
+        status = {
+            'state': state, 'code': code, 'reason': reason, 'task': self._task,
+            'tasks': [] if active is None else list(active.tasks),
+            'version': None if active is None else active.version,
+            'sha256': '' if active is None else active.sha256,
+            'refused': None if refusal is None else {
+                'version': refusal.version, 'sha256': refusal.sha256, 'reason': refusal.reason},
+            'rollback_versions': self._hot_swap.history_versions,
+            'device': str(self.device),
+        }
+        key = (state, code, status['task'], status['sha256'],
+               None if refusal is None else (refusal.version, refusal.sha256),
+               tuple(status['rollback_versions']))
+        self.status = status
+        if key != self._status_key:
+            self._status_key = key
+            self._status_pub.publish(String(data=json.dumps(status)))
+
+    def publish_zero(self):
+        """Publish a zero twist (the gripper is left to the mux, which holds it)."""
+        self._twist_pub.publish(
+            linear_to_twist_stamped(np.zeros(3), self._now_s(), self.config.frame_id))
+
+    def destroy_node(self):
+        """Publish a zero twist, stop the loader thread, then destroy the node."""
+        try:
+            self.publish_zero()
+        except Exception as error:  # noqa: B902 - shutting down whatever happens
+            self.get_logger().error(f'could not publish the final zero twist: {error!r}')
+        self._hot_swap.close()
+        super().destroy_node()
+
+
+def main(args=None):
+    """
+    Run the policy node until Ctrl-C or SIGTERM; its last twist is zero.
+
+    :param args: ROS command-line arguments
+    """
+    run_node(PolicyNode, args)
+
+
+if __name__ == '__main__':
+    main()

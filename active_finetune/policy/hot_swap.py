@@ -1,0 +1,472 @@
+"""
+Hot-swapping policy weights: verify a checkpoint off the control thread, swap between cycles.
+
+The policy node's control loop must never wait for disk or weight loading (DESIGN.md), so:
+
+- :meth:`PolicyHotSwap.submit` hands a :class:`CheckpointAnnouncement` (the ``trainer/checkpoint``
+  JSON) to one background loader thread and returns at once;
+- the loader verifies it (sha256 against the announcement, safetensors only, architecture, finite
+  tensors, and a smoke forward pass giving a finite action) and parks the ready model;
+- the control loop calls :meth:`PolicyHotSwap.swap_if_ready` between two cycles: a reference swap.
+
+A refused checkpoint is logged, reported (:attr:`PolicyHotSwap.last_refusal`) and the running
+weights stay.  The versions replaced by a swap are kept (a few) so :meth:`PolicyHotSwap.rollback`
+can go back to the previous good one.
+
+Also here: :class:`PolicyNodeConfig`, the policy node's parameters (ROS-free so the graph
+description and tests can read it without rclpy).
+"""
+
+import base64
+import binascii
+from collections import deque
+from dataclasses import dataclass, field
+import json
+import logging
+import math
+import threading
+import time
+
+from active_finetune.data.episode import PROPRIO_DIM
+from active_finetune.policy.checkpoint import CheckpointError, load_checkpoint, policy_from_bytes
+from active_finetune.policy.runner import PolicyRunner
+import numpy as np
+
+_LOG = logging.getLogger(__name__)
+
+HISTORY_DEPTH = 3
+"""Good versions kept for rollback."""
+
+
+class CheckpointAnnouncementError(ValueError):
+    """A ``trainer/checkpoint`` message that is not JSON or lacks what is needed to load it."""
+
+
+class CheckpointRefusedError(RuntimeError):
+    """A checkpoint that failed verification; the running weights stay."""
+
+
+class RollbackError(RuntimeError):
+    """A rollback with no earlier good version to go back to."""
+
+
+@dataclass(frozen=True)
+class CheckpointAnnouncement:
+    """
+    Where a checkpoint is and what it must hash to (the ``trainer/checkpoint`` payload).
+
+    :param version: checkpoint version (0 for the initial one)
+    :param sha256: hex sha256 of ``model.safetensors`` announced by the trainer
+    :param path: checkpoint directory ('' when the weights travel in the message)
+    :param config: the checkpoint's ``config.json`` dict, or None
+    :param weights: the safetensors bytes carried in the message, or None
+    """
+
+    version: int
+    sha256: str
+    path: str = ''
+    config: dict | None = None
+    weights: bytes | None = None
+
+    @classmethod
+    def from_json(cls, text):
+        """
+        Parse a ``trainer/checkpoint`` message.
+
+        Weights carried in the message (``weights_b64`` with ``config``) are preferred, so a
+        robot PC without the trainer's disk can load them; otherwise ``path`` is used.
+
+        :param text: JSON text
+        :return: :class:`CheckpointAnnouncement`
+        :raises CheckpointAnnouncementError: for invalid JSON, a missing or mistyped field, bad
+            base64, or neither weights nor a path
+        """
+        try:
+            payload = json.loads(text)
+        except ValueError as error:
+            raise CheckpointAnnouncementError(
+                f'trainer/checkpoint is not JSON ({error}): {text[:200]!r}') from None
+        if not isinstance(payload, dict):
+            raise CheckpointAnnouncementError(
+                f'trainer/checkpoint must be a JSON object, got {text[:200]!r}')
+        version, sha256 = payload.get('version'), payload.get('sha256')
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise CheckpointAnnouncementError(
+                f'trainer/checkpoint needs an int "version", got {version!r}')
+        if not isinstance(sha256, str) or len(sha256) != 64:
+            raise CheckpointAnnouncementError(
+                f'trainer/checkpoint needs a 64-hex-digit "sha256", got {sha256!r}')
+        path = payload.get('path') or ''
+        config = payload.get('config')
+        weights = None
+        if payload.get('weights_b64'):
+            if not isinstance(config, dict):
+                raise CheckpointAnnouncementError(
+                    f'trainer/checkpoint version {version} carries weights_b64 without a '
+                    f'"config" object')
+            try:
+                weights = base64.b64decode(payload['weights_b64'], validate=True)
+            except (binascii.Error, TypeError, ValueError) as error:
+                raise CheckpointAnnouncementError(
+                    f'trainer/checkpoint version {version}: weights_b64 is not base64 '
+                    f'({error})') from None
+        elif not isinstance(path, str) or not path:
+            raise CheckpointAnnouncementError(
+                f'trainer/checkpoint version {version} has neither weights_b64 nor a path')
+        return cls(version=version, sha256=sha256, path=str(path),
+                   config=config if isinstance(config, dict) else None, weights=weights)
+
+    @property
+    def source(self):
+        """:return: where the weights come from, for messages."""
+        return 'trainer/checkpoint message' if self.weights is not None else self.path
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """
+    A verified policy ready to act.
+
+    :param runner: the :class:`PolicyRunner` wrapping it
+    :param version: checkpoint version
+    :param sha256: hash of its weights
+    :param source: path or 'trainer/checkpoint message'
+    """
+
+    runner: PolicyRunner
+    version: int
+    sha256: str
+    source: str
+
+    @property
+    def tasks(self):
+        """:return: the task names the policy knows."""
+        return self.runner.config.tasks
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """
+    A checkpoint that was refused, and why.
+
+    :param version: the announced version (None when the message could not be parsed)
+    :param sha256: the announced hash ('' when unknown)
+    :param reason: what failed
+    """
+
+    version: int | None
+    sha256: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SwapEvent:
+    """
+    What :meth:`PolicyHotSwap.swap_if_ready` did this cycle.
+
+    :param swapped: the policy now active, or None
+    :param refusal: a checkpoint refused since the last call, or None
+    """
+
+    swapped: LoadedPolicy | None = None
+    refusal: Refusal | None = None
+
+
+def smoke_test(runner):
+    """
+    Run one forward pass on a blank observation and check the action is finite.
+
+    :param runner: :class:`PolicyRunner`
+    :raises CheckpointRefusedError: when the action has NaN or inf
+    """
+    config = runner.config
+    image = None
+    state = None
+    if config.observation == 'image':
+        image = np.zeros((config.image_size, config.image_size, 3), dtype=np.uint8)
+    else:
+        state = np.zeros(config.state_dim, dtype=np.float32)
+    action = runner.act(config.tasks[0], np.zeros(PROPRIO_DIM, dtype=np.float32), image, state)
+    if not np.isfinite(action).all():
+        raise CheckpointRefusedError(
+            f'smoke forward pass gave a non-finite action {action.tolist()}')
+
+
+def load_verified(announcement, device):
+    """
+    Load and verify an announced checkpoint (blocking: call it off the control thread).
+
+    :param announcement: :class:`CheckpointAnnouncement`
+    :param device: torch device
+    :return: :class:`LoadedPolicy`
+    :raises CheckpointRefusedError: on any hash, format, architecture or output problem
+    """
+    try:
+        if announcement.weights is not None:
+            policy = policy_from_bytes(announcement.weights, announcement.config,
+                                       expected_sha256=announcement.sha256, device=device,
+                                       source=announcement.source)
+        else:
+            policy, _ = load_checkpoint(announcement.path, expected_sha256=announcement.sha256,
+                                        device=device)
+    except (CheckpointError, KeyError, TypeError) as error:
+        raise CheckpointRefusedError(str(error)) from None
+    runner = PolicyRunner(policy, device)
+    smoke_test(runner)
+    return LoadedPolicy(runner=runner, version=announcement.version, sha256=announcement.sha256,
+                        source=announcement.source)
+
+
+def load_initial(path, device, version=None):
+    """
+    Load the start-up checkpoint from disk, verified against its own config.
+
+    :param path: checkpoint directory
+    :param device: torch device
+    :param version: version to report; None reads ``provenance.version`` from the config, else 0
+    :return: :class:`LoadedPolicy`
+    :raises CheckpointRefusedError: when it cannot be loaded or verified
+    """
+    try:
+        policy, config = load_checkpoint(path, device=device)
+    except CheckpointError as error:
+        raise CheckpointRefusedError(str(error)) from None
+    if version is None:
+        provenance_version = config.get('provenance', {}).get('version', 0)
+        version = provenance_version if isinstance(provenance_version, int) else 0
+    runner = PolicyRunner(policy, device)
+    smoke_test(runner)
+    return LoadedPolicy(runner=runner, version=version, sha256=config['weights_sha256'],
+                        source=str(path))
+
+
+class PolicyHotSwap:
+    """
+    The active policy, a background loader for new checkpoints, and the versions kept for rollback.
+
+    Thread model: :meth:`submit` from any thread (a subscription callback); :meth:`swap_if_ready`,
+    :meth:`rollback` and :attr:`active` from the control thread (or under its lock).  The loader
+    thread only touches the ready slot, under a lock.
+
+    :param device: torch device the policies run on
+    :param initial: the :class:`LoadedPolicy` to start with, or None
+    :param loader: callable(announcement, device) -> LoadedPolicy; :func:`load_verified` by
+        default (tests inject one)
+    """
+
+    def __init__(self, device, initial=None, loader=load_verified):
+        self.device = device
+        self.active = initial
+        self._loader = loader
+        self._history = deque(maxlen=HISTORY_DEPTH)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending = None
+        self._ready = None
+        self._refusal = None
+        self.last_refusal = None
+        self.loading = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name='policy-loader', daemon=True)
+        self._thread.start()
+
+    def submit(self, announcement):
+        """
+        Queue an announced checkpoint for loading; a newer submission replaces a queued one.
+
+        :param announcement: :class:`CheckpointAnnouncement`, or the raw ``trainer/checkpoint``
+            JSON text (then parsing and base64 decoding also happen on the loader thread, so a
+            message carrying megabytes of weights costs the caller nothing; a malformed one
+            becomes a refusal)
+        """
+        with self._wake:
+            self._pending = announcement
+            self._wake.notify()
+
+    def _run(self):
+        while True:
+            with self._wake:
+                while self._pending is None and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                announcement, self._pending = self._pending, None
+                self.loading = True
+            started_s = time.monotonic()
+            try:
+                if isinstance(announcement, str):
+                    announcement = self._parse(announcement)
+                    if announcement is None:
+                        continue
+                loaded = self._loader(announcement, self.device)
+            except CheckpointRefusedError as error:
+                refusal = Refusal(announcement.version, announcement.sha256, str(error))
+                _LOG.error('refusing checkpoint version %d (%s): %s', announcement.version,
+                           announcement.source, error)
+                with self._lock:
+                    self._refusal = refusal
+                    self.loading = False
+                continue
+            except Exception as error:  # noqa: B902 - the loader thread must survive anything
+                refusal = Refusal(announcement.version, announcement.sha256,
+                                  f'unexpected error while loading: {error!r}')
+                _LOG.exception('refusing checkpoint version %d', announcement.version)
+                with self._lock:
+                    self._refusal = refusal
+                    self.loading = False
+                continue
+            _LOG.info('checkpoint version %d verified and ready in %.2f s', loaded.version,
+                      time.monotonic() - started_s)
+            with self._lock:
+                self._ready = loaded
+                self.loading = False
+
+    def _parse(self, text):
+        try:
+            announcement = CheckpointAnnouncement.from_json(text)
+        except CheckpointAnnouncementError as error:
+            _LOG.error('ignoring trainer/checkpoint: %s', error)
+            with self._lock:
+                self._refusal = Refusal(None, '', str(error))
+                self.loading = False
+            return None
+        active = self.active
+        if active is not None and announcement.sha256 == active.sha256:
+            _LOG.info('checkpoint version %d is the one already running', announcement.version)
+            with self._lock:
+                self.loading = False
+            return None
+        return announcement
+
+    def swap_if_ready(self):
+        """
+        Make a verified checkpoint active (call between two control cycles; never blocks long).
+
+        :return: :class:`SwapEvent` saying what was swapped in or refused since the last call
+        """
+        with self._lock:
+            ready, self._ready = self._ready, None
+            refusal, self._refusal = self._refusal, None
+        if refusal is not None:
+            self.last_refusal = refusal
+        if ready is not None:
+            if self.active is not None:
+                self._history.append(self.active)
+            self.active = ready
+        return SwapEvent(swapped=ready, refusal=refusal)
+
+    def rollback(self):
+        """
+        Go back to the previous good version; the current one is dropped.
+
+        :return: the :class:`LoadedPolicy` now active
+        :raises RollbackError: when no earlier version is kept
+        """
+        if not self._history:
+            current = None if self.active is None else self.active.version
+            raise RollbackError(f'no earlier good version to roll back to (running {current})')
+        dropped = self.active
+        self.active = self._history.pop()
+        _LOG.warning('rolled back from version %s to version %d',
+                     None if dropped is None else dropped.version, self.active.version)
+        return self.active
+
+    @property
+    def history_versions(self):
+        """:return: the versions kept for rollback, oldest first."""
+        return [loaded.version for loaded in self._history]
+
+    def wait_idle(self, timeout_s):
+        """
+        Wait until nothing is queued or loading (for tests and benchmarks).
+
+        :param timeout_s: deadline in seconds
+        :return: True when idle in time
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._pending is None and not self.loading:
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def close(self, timeout_s=5.0):
+        """
+        Stop the loader thread (a load in progress finishes first).
+
+        :param timeout_s: how long to wait for it
+        """
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout_s)
+
+
+@dataclass
+class PolicyNodeConfig:
+    """
+    Parameters of the policy node (``active_finetune.nodes.policy_node``).
+
+    :param checkpoint_path: start-up checkpoint directory
+    :param device: 'auto', 'cpu' or 'cuda[:N]'
+    :param control_rate_hz: control cycles per second
+    :param cycle_trigger: 'timer' (act every control period on the newest inputs) or 'image'
+        (act once per new image, camera-paced; the timer then only watches for stale inputs)
+    :param max_input_age_s: an image, joint state or pose older than this blocks the output
+    :param max_linear_velocity_mps: m/s per unit of normalised action, and the per-axis limit
+    :param gripper_joint_name: joint of ``joint_states`` giving the gripper opening
+    :param gripper_open_position: that joint's position when fully open (opening 1)
+    :param task: task to run at start ('' = idle until policy/task names one)
+    :param frame_id: frame of the published twist
+    :param torch_threads: torch intra-op threads on the CPU
+    """
+
+    checkpoint_path: str = field(default='checkpoints/pretrained_mt10_skewed', metadata={
+        'description': 'start-up checkpoint directory (model.safetensors + config.json)',
+        'read_only': True})
+    device: str = field(default='auto', metadata={
+        'description': "torch device: 'auto' (CUDA when present), 'cpu' or 'cuda[:N]'",
+        'read_only': True})
+    control_rate_hz: float = field(default=20.0, metadata={
+        'description': 'control cycles per second (Hz)', 'range': (1.0, 500.0),
+        'read_only': True})
+    cycle_trigger: str = field(default='timer', metadata={
+        'description': "'timer': one action per control period on the newest inputs; 'image': "
+                       'one action per new image (camera-paced, lowest latency)',
+        'read_only': True})
+    max_input_age_s: float = field(default=0.15, metadata={
+        'description': 'an image, joint state or pose older than this gives zero output (s)',
+        'range': (0.001, 10.0)})
+    max_linear_velocity_mps: float = field(default=0.25, metadata={
+        'description': 'end-effector speed per unit of normalised action and per-axis limit (m/s)',
+        'range': (0.0, 5.0)})
+    gripper_joint_name: str = field(default='gripper_finger_distance', metadata={
+        'description': 'joint in joint_states whose position is the gripper opening (m or rad)'})
+    gripper_open_position: float = field(default=0.1, metadata={
+        'description': 'position of gripper_joint_name when fully open; opening = position / '
+                       'this, clipped to [0, 1] (m or rad)', 'range': (1e-6, 10.0)})
+    task: str = field(default='', metadata={
+        'description': "task to run at start-up ('' = idle until policy/task names one)",
+        'read_only': True})
+    frame_id: str = field(default='base_link', metadata={
+        'description': 'frame_id of policy/twist (robot base frame, REP 103)', 'read_only': True})
+    torch_threads: int = field(default=1, metadata={
+        'description': 'torch intra-op threads for CPU inference (count)', 'range': (1, 64),
+        'read_only': True})
+
+    def __post_init__(self):
+        for name in ('control_rate_hz', 'max_input_age_s', 'max_linear_velocity_mps',
+                     'gripper_open_position'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f'{name} must be a positive finite number, got {value!r}')
+        if self.cycle_trigger not in ('timer', 'image'):
+            raise ValueError(
+                f"cycle_trigger must be 'timer' or 'image', got {self.cycle_trigger!r}")
+        if not self.checkpoint_path:
+            raise ValueError('checkpoint_path must not be empty')
+        if not self.gripper_joint_name:
+            raise ValueError('gripper_joint_name must not be empty')
+        if self.torch_threads < 1:
+            raise ValueError(f'torch_threads must be >= 1, got {self.torch_threads}')

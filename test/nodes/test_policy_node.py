@@ -1,0 +1,218 @@
+"""Policy node through real DDS: actions, stale inputs, tasks, hot swap, refusal, rollback, NaN."""
+
+import base64
+import json
+import math
+import time
+
+from active_finetune.nodes.conversions import rgb_to_image, s_to_stamp, twist_stamped_to_linear
+from active_finetune.nodes.policy_node import PolicyNode
+from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSOR_QOS
+from active_finetune.policy.checkpoint import CONFIG_FILE, save_checkpoint, WEIGHTS_FILE
+from active_finetune.policy.model import PolicyConfig, TaskPolicy
+from geometry_msgs.msg import PoseStamped, TwistStamped
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64, String
+from std_srvs.srv import Trigger
+import torch
+
+TASKS = ('reach-v3', 'push-v3')
+IMAGE_SIZE = 32
+GRIPPER_JOINT = 'gripper_finger_distance'
+
+
+def tiny_policy(seed):
+    torch.manual_seed(seed)
+    return TaskPolicy(PolicyConfig(tasks=TASKS, image_size=IMAGE_SIZE, conv_channels=(4, 4),
+                                   hidden_dim=16, feature_dim=8, task_embedding_dim=4))
+
+
+def make_checkpoint(path, seed, mean=None):
+    """Save a tiny image policy; with ``mean`` its action is that constant (weights zeroed)."""
+    policy = tiny_policy(seed)
+    if mean is not None:
+        with torch.no_grad():
+            for param in policy.parameters():
+                param.zero_()
+            policy.net.head.linear.bias[:4] = torch.atanh(torch.tensor(mean, dtype=torch.float32))
+    return save_checkpoint(policy, path)
+
+
+def announcement(path, sha256, version, carry_weights=False):
+    payload = {'path': str(path), 'sha256': sha256, 'version': version, 'step': 0,
+               'metrics': {}}
+    if carry_weights:
+        payload['config'] = json.loads((path / CONFIG_FILE).read_text())
+        payload['weights_b64'] = base64.b64encode((path / WEIGHTS_FILE).read_bytes()).decode()
+        payload['path'] = ''
+    return String(data=json.dumps(payload))
+
+
+class Inputs:
+    """Publish fresh camera, joint state and pose messages from the test."""
+
+    def __init__(self, ros, position=(0.0, 0.6, 0.2)):
+        self.image_pub = ros.publisher(Image, 'camera/image_raw', IMAGE_QOS)
+        self.joint_pub = ros.publisher(JointState, 'joint_states', SENSOR_QOS)
+        self.pose_pub = ros.publisher(PoseStamped, 'ee_pose', SENSOR_QOS)
+        self.position = position
+        self.node = ros.node
+        rng = np.random.default_rng(0)
+        self.rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+
+    def publish(self):
+        now_s = self.node.get_clock().now().nanoseconds * 1e-9
+        self.image_pub.publish(rgb_to_image(self.rgb, now_s, 'camera'))
+        joints = JointState()
+        joints.header.stamp = s_to_stamp(now_s)
+        joints.name = ['right_j0', GRIPPER_JOINT]
+        joints.position = [0.1, 0.05]
+        self.joint_pub.publish(joints)
+        pose = PoseStamped()
+        pose.header.stamp = s_to_stamp(now_s)
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = self.position
+        self.pose_pub.publish(pose)
+
+
+@pytest.fixture
+def graph(ros, tmp_path):
+    """Give a policy-node factory on a tiny checkpoint (version 0), publishers and logs."""
+    v0 = tmp_path / 'v0'
+    sha0 = make_checkpoint(v0, seed=0, mean=[0.5, -0.5, 0.9, 0.25])
+
+    def start(**overrides):
+        params = {'checkpoint_path': str(v0), 'device': 'cpu', 'control_rate_hz': 50.0,
+                  'max_input_age_s': 0.3, 'max_linear_velocity_mps': 0.2, 'task': 'reach-v3'}
+        params.update(overrides)
+        node = PolicyNode(context=ros.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params.items()])
+        return ros.add_node(node)
+
+    class Graph:
+        pass
+
+    g = Graph()
+    g.start, g.v0, g.sha0, g.tmp = start, v0, sha0, tmp_path
+    g.twists = ros.collect(TwistStamped, 'policy/twist', COMMAND_QOS)
+    g.grippers = ros.collect(Float64, 'policy/gripper', COMMAND_QOS)
+    g.statuses = ros.collect(String, 'policy/status', LATCHED_QOS)
+    g.task_pub = ros.publisher(String, 'policy/task', LATCHED_QOS)
+    g.checkpoint_pub = ros.publisher(String, 'trainer/checkpoint', LATCHED_QOS)
+    g.inputs = Inputs(ros)
+    return g
+
+
+def status(g):
+    return json.loads(g.statuses.last.data)
+
+
+def pump(g, wait_for, predicate, timeout_s=5.0):
+    """Keep inputs fresh while waiting for ``predicate``."""
+    def step():
+        g.inputs.publish()
+        return predicate()
+    return wait_for(step, timeout_s, interval_s=0.02)
+
+
+def test_fresh_inputs_give_scaled_actions(graph, wait_for):
+    graph.start()
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+    graph.twists.clear()
+    assert pump(graph, wait_for, lambda: len(graph.grippers) > 3 and len(graph.twists) > 3)
+    linear = twist_stamped_to_linear(graph.twists.last)
+    # The policy's constant action (0.5, -0.5, 0.9) scaled by max_linear_velocity_mps = 0.2.
+    np.testing.assert_allclose(linear, [0.1, -0.1, 0.18], atol=1e-6)
+    assert graph.grippers.last.data == pytest.approx(0.25)
+    s = status(graph)
+    assert s['version'] == 0 and s['sha256'] == graph.sha0 and s['task'] == 'reach-v3'
+
+
+def test_stale_inputs_give_zero_and_stale_status(graph, wait_for):
+    graph.start()
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+    assert wait_for(lambda: status(graph)['state'] == 'stale', 3.0)
+    assert 'stale' in status(graph)['reason']
+    time.sleep(0.1)
+    assert np.allclose(twist_stamped_to_linear(graph.twists.last), 0.0)
+
+
+def test_unknown_task_is_refused_with_zero_output(graph, wait_for):
+    graph.start()
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+    graph.task_pub.publish(String(data='no-such-task-v3'))
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'error')
+    s = status(graph)
+    assert s['code'] == 'unknown_task' and 'no-such-task-v3' in s['reason']
+    assert np.allclose(twist_stamped_to_linear(graph.twists.last), 0.0)
+    graph.task_pub.publish(String(data='push-v3'))
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running'
+                and status(graph)['task'] == 'push-v3')
+
+
+def test_hot_swap_then_corrupt_refused_then_rollback(graph, wait_for, tmp_path):
+    node = graph.start()
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+    v1 = tmp_path / 'v1'
+    sha1 = make_checkpoint(v1, seed=1, mean=[-0.5, 0.5, 0.0, -0.75])
+    # Version 1 arrives inside the message (no shared disk needed).
+    graph.checkpoint_pub.publish(announcement(v1, sha1, 1, carry_weights=True))
+    assert pump(graph, wait_for, lambda: status(graph)['version'] == 1)
+    assert status(graph)['sha256'] == sha1 and status(graph)['rollback_versions'] == [0]
+    graph.twists.clear()
+    assert pump(graph, wait_for, lambda: len(graph.twists) > 2 and np.allclose(
+        twist_stamped_to_linear(graph.twists.last), [-0.1, 0.1, 0.0], atol=1e-6))
+
+    # Version 2 on disk is truncated: refused, version 1 keeps running.
+    v2 = tmp_path / 'v2'
+    sha2 = make_checkpoint(v2, seed=2)
+    weights = (v2 / WEIGHTS_FILE).read_bytes()
+    (v2 / WEIGHTS_FILE).write_bytes(weights[:len(weights) // 2])
+    graph.checkpoint_pub.publish(announcement(v2, sha2, 2))
+    assert pump(graph, wait_for, lambda: (status(graph)['refused'] or {}).get('version') == 2)
+    s = status(graph)
+    assert s['version'] == 1 and s['state'] == 'running' and 'sha256' in s['refused']['reason']
+
+    # Rollback goes back to version 0 without a restart.
+    client = node.create_client(Trigger, 'policy/rollback')
+    assert client.wait_for_service(timeout_sec=5.0)
+    future = client.call_async(Trigger.Request())
+    assert wait_for(future.done, 5.0)
+    assert future.result().success, future.result().message
+    assert pump(graph, wait_for, lambda: status(graph)['version'] == 0)
+    future = client.call_async(Trigger.Request())
+    assert wait_for(future.done, 5.0)
+    assert not future.result().success and 'no earlier' in future.result().message
+
+
+def test_nan_checkpoint_refused_and_nan_output_gives_zero(graph, wait_for, tmp_path):
+    node = graph.start()
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+    # A checkpoint with NaN weights is refused by verification.
+    policy = tiny_policy(3)
+    with torch.no_grad():
+        next(policy.parameters()).fill_(math.nan)
+    v_nan = tmp_path / 'v_nan'
+    sha_nan = save_checkpoint(policy, v_nan)
+    graph.checkpoint_pub.publish(announcement(v_nan, sha_nan, 7))
+    assert pump(graph, wait_for, lambda: (status(graph)['refused'] or {}).get('version') == 7)
+    assert status(graph)['version'] == 0
+    assert 'NaN' in status(graph)['refused']['reason']
+
+    # Weights that turn NaN while running (e.g. a GPU fault) give zero output and an error.
+    with torch.no_grad():
+        for param in node._hot_swap.active.runner.policy.parameters():
+            param.fill_(math.nan)
+    assert pump(graph, wait_for, lambda: status(graph)['code'] == 'non_finite')
+    assert status(graph)['state'] == 'error'
+    assert np.allclose(twist_stamped_to_linear(graph.twists.last), 0.0)
+
+
+def test_shutdown_publishes_zero(graph, ros, wait_for):
+    node = graph.start()
+    assert pump(graph, wait_for, lambda: len(graph.twists) > 0 and not np.allclose(
+        twist_stamped_to_linear(graph.twists.last), 0.0))
+    ros.destroy_node(node)
+    assert wait_for(lambda: np.allclose(twist_stamped_to_linear(graph.twists.last), 0.0), 2.0)
