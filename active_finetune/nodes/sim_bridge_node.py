@@ -66,6 +66,7 @@ class SimBridgeNode(Node):
         self.status = {}
         """The newest sim/status dict."""
 
+        self._recorder_state = None
         self._bridge = SimBridge(self.config, self, now_s=self._now_s)
         source = 'teleop' if self.config.direct_teleop else 'cmd'
         self.create_subscription(TwistStamped, f'{source}/twist', self._on_twist, COMMAND_QOS)
@@ -74,6 +75,8 @@ class SimBridgeNode(Node):
         self.create_subscription(String, 'policy/task', self._on_task, COMMAND_QOS)
         if self.config.scripted_operator:
             self.create_subscription(String, 'operator/next_task', self._on_next_task,
+                                     LATCHED_QOS)
+            self.create_subscription(String, 'recorder/status', self._on_recorder_status,
                                      LATCHED_QOS)
         self.create_service(Trigger, 'sim/reset', self._on_reset)
         self._bridge.start()
@@ -166,6 +169,22 @@ class SimBridgeNode(Node):
         self._teleop_twist_pub.publish(
             linear_to_twist_stamped(linear_mps, self._now_s(), self.config.frame_id))
         self._teleop_gripper_pub.publish(Float64(data=float(gripper)))
+
+    def _on_recorder_status(self, msg):
+        try:
+            status = json.loads(msg.data)
+            self._recorder_state = (str(status['state']), str(status.get('task') or ''))
+        except (ValueError, KeyError, TypeError) as error:
+            self.get_logger().warning(f'ignoring malformed recorder/status: {error!r}',
+                                      throttle_duration_sec=5.0)
+
+    def recorder_state(self):
+        """
+        Give the newest recorder/status.
+
+        :return: (state, task), or None before the recorder said anything
+        """
+        return self._recorder_state
 
     def press_record_button(self):
         """Publish a press and a release of record button 0 on teleop/joy."""

@@ -67,19 +67,21 @@ class TrainerNode(Node):
         self.create_timer(self.settings.poll_period_s, self._on_poll)
 
     def _status(self, state, message, progress=0.0):
-        episodes = self._usable_episodes()
+        episodes = self._all_episodes()
         self._status_pub.publish(String(data=json.dumps({
             'state': state, 'round': self.round, 'progress': round(progress, 3),
-            'demos_available': len(episodes), 'version': self.version,
+            'demos_available': len(episodes), 'demos_usable': len(self._usable(episodes)), 'version': self.version,
             'demos_needed': self.trained_on + self.settings.demos_per_round, 'message': message})))
 
-    def _usable_episodes(self):
+    def _all_episodes(self):
         try:
-            entries = list_saved_episodes(self.settings.dataset_dir)
+            return list_saved_episodes(self.settings.dataset_dir)
         except (OSError, ValueError) as exc:
             self.get_logger().error(f'cannot list episodes in {self.settings.dataset_dir}: {exc}',
                                     throttle_duration_sec=10.0)
             return []
+
+    def _usable(self, entries):
         return [e for e in entries if e.get('success', True) or self.settings.train_on_failed_demos]
 
     def _announce(self, result):
@@ -109,26 +111,28 @@ class TrainerNode(Node):
             if self._process is not None:
                 self._drain_queue()
                 return
-            episodes = self._usable_episodes()
+            # Every recorded demo counts towards the round (it spent budget); the failed ones
+            # are left out of training unless train_on_failed_demos is set.
+            episodes = self._all_episodes()
             if len(episodes) >= self.trained_on + self.settings.demos_per_round:
-                self._start_round([e['path'] for e in episodes])
+                self._start_round([e['path'] for e in self._usable(episodes)], len(episodes))
         except Exception as exc:  # noqa: B902 - a timer exception would stop spin
             self.get_logger().error(f'trainer poll failed: {exc!r}')
 
-    def _start_round(self, paths):
+    def _start_round(self, paths, demos_used):
         version = self.version + 1
         job = RoundJob(
             base_checkpoint=str(self.current_path), episode_paths=tuple(paths),
             checkpoint_dir=self.settings.checkpoint_dir, version=version, round_index=self.round,
             train=self.settings.train_kwargs(), evaluate_episodes=self.settings.evaluate_episodes,
             evaluate_max_steps=self.settings.evaluate_max_steps, log_dir=self.settings.log_dir,
-            threads=self.settings.threads)
+            threads=self.settings.threads, demos_used=demos_used)
         self._queue = self._ctx.Queue()
         self._process = self._ctx.Process(target=run_round, args=(job, self._queue), daemon=True,
                                           name=f'trainer-round-{self.round}')
         self._process.start()
         self.get_logger().info(f'round {self.round}: fine-tuning version {self.version} on '
-                               f'{len(paths)} demos -> version {version}')
+                               f'{len(paths)} of {demos_used} demos -> version {version}')
         self._status('training', f'round {self.round} started on {len(paths)} demos')
 
     def _drain_queue(self):
@@ -143,7 +147,7 @@ class TrainerNode(Node):
                 self.get_logger().error(f'round {self.round} failed: {item["message"]}')
                 self._status('error', item['message'])
                 self._finish_process()
-                self.trained_on = len(self._usable_episodes())
+                self.trained_on = len(self._all_episodes())
                 return
             elif item['kind'] == 'result':
                 self._finish_process()

@@ -61,6 +61,8 @@ class SimBridgeConfig:
     :param operator_noise_std: Gaussian noise on the expert's normalised actions
     :param direct_teleop: act on teleop/* instead of cmd/* (tests without a command mux)
     :param record_start_delay_s: pause between the record press and the first demo step
+    :param recorder_timeout_s: how long the scripted operator waits for recorder/status to confirm
+        a press before pressing again (0 = press blindly)
     """
 
     task: str = field(default='reach-v3', metadata={
@@ -111,6 +113,11 @@ class SimBridgeConfig:
     record_start_delay_s: float = field(default=0.3, metadata={
         'description': 'pause between the record-button press and the first demo step (s)',
         'range': (0.0, 10.0), 'read_only': True})
+    recorder_timeout_s: float = field(default=10.0, metadata={
+        'description': 'the scripted operator watches recorder/status like a person watching '
+                       'the console: it presses record again if the recorder did not start '
+                       'within this time, and gives up on a request after three tries (s); '
+                       '0 = press blindly', 'range': (0.0, 120.0), 'read_only': True})
 
     def __post_init__(self):
         validate_tasks([self.task])
@@ -125,7 +132,7 @@ class SimBridgeConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f'{name} must be a positive finite number, got {value!r}')
-        for name in ('operator_noise_std', 'record_start_delay_s'):
+        for name in ('operator_noise_std', 'record_start_delay_s', 'recorder_timeout_s'):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
@@ -332,7 +339,8 @@ class SimBridge:
 
     ``outputs`` receives everything to publish; it needs these methods, called from the stepping
     thread: ``publish_frame(frame)``, ``publish_teleop(linear_mps, gripper)``,
-    ``press_record_button()`` and ``episode_event(event)``.
+    ``press_record_button()``, ``episode_event(event)`` and ``recorder_state()`` (the newest
+    recorder/status as (state, task), or None before any arrived).
 
     :param config: :class:`SimBridgeConfig`
     :param outputs: the publisher side (the node)
@@ -517,11 +525,42 @@ class SimBridge:
         self._demo = _Demo(request_id, task, ScriptedOperator(
             task, noise_std=self.config.operator_noise_std, seed=self.seed))
         _LOG.info('demonstrating %s for request %d (seed %d)', task, request_id, self.seed)
-        self._outputs.press_record_button()
+        if not self._press_until(lambda state: state[0] == 'recording' and state[1] == task,
+                                 f'start recording {task}'):
+            _LOG.error('the recorder did not start recording %s for request %d; skipping it',
+                       task, request_id)
+            self._demo = None
+            return
         if self.config.record_start_delay_s > 0:
             self._stop.wait(self.config.record_start_delay_s)
         # A fresh frame right before the first action, for the recorder and the policy node.
         self._publish(self._last_observation, False)
+
+    def _press_until(self, confirmed, what, tries=3):
+        """
+        Press the record button and wait for recorder/status to show ``confirmed``.
+
+        A person at the console presses again when nothing happened; so does this operator.
+
+        :param confirmed: predicate on (state, task)
+        :param what: for the log
+        :param tries: presses before giving up
+        :return: True when confirmed (always True with recorder_timeout_s 0)
+        """
+        timeout_s = self.config.recorder_timeout_s
+        for attempt in range(tries):
+            self._outputs.press_record_button()
+            if timeout_s <= 0:
+                return True
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and not self._stop.is_set():
+                state = self._outputs.recorder_state()
+                if state is not None and confirmed(state):
+                    return True
+                self._stop.wait(0.05)
+            _LOG.warning('press %d to %s not confirmed by recorder/status within %.1f s',
+                         attempt + 1, what, timeout_s)
+        return False
 
     def _end_episode(self, success):
         self._outputs.episode_event(EpisodeEvent(
@@ -534,8 +573,10 @@ class SimBridge:
 
     def _end_demo(self, success):
         demo, self._demo = self._demo, None
-        self._outputs.press_record_button()
         self._outputs.publish_teleop(np.zeros(3), 0.0)
+        state = self._outputs.recorder_state()
+        if self.config.recorder_timeout_s <= 0 or state is None or state[0] == 'recording':
+            self._press_until(lambda st: st[0] != 'recording', f'stop recording {demo.task}')
         _LOG.info('demonstration of %s for request %d ended after %d steps (success %s)',
                   demo.task, demo.request_id, self.steps, success)
 

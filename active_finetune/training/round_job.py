@@ -33,6 +33,8 @@ class RoundJob:
     evaluate_tasks: tuple = ()
     log_dir: str = ''
     threads: int = 1
+    demos_used: int = -1
+    """Demos recorded so far, failed ones included (budget accounting); -1 = len(episode_paths)."""
 
 
 def version_path(checkpoint_dir, version):
@@ -121,19 +123,30 @@ def _run_round(job, queue):
                 writer.add_scalar(f'finetune/{key}', value, step)
 
     t0 = time.perf_counter()
-    policy, metrics = train_bc(policy, DemoDataset(episodes, policy.config), config, log_fn=log_fn)
+    if episodes:
+        policy, metrics = train_bc(policy, DemoDataset(episodes, policy.config), config,
+                                   log_fn=log_fn)
+    else:
+        # Nothing usable this round (every demo failed or was unreadable): the new version keeps
+        # the weights, so the loop (selector, policy) moves on instead of waiting forever.
+        queue.put({'kind': 'progress', 'state': 'training', 'progress': 1.0,
+                   'message': 'no usable demos: the new version keeps the previous weights'})
+        metrics = {'demos_trained': 0}
     train_s = time.perf_counter() - t0
     if writer is not None:
         writer.close()
     path = version_path(job.checkpoint_dir, job.version)
+    demos_used = job.demos_used if job.demos_used >= 0 else len(job.episode_paths)
     provenance = {'kind': 'finetune', 'version': job.version, 'round': job.round_index,
-                  'base_sha256': base_config['weights_sha256'], 'demos_used': len(job.episode_paths),
+                  'base_sha256': base_config['weights_sha256'], 'demos_used': demos_used,
+                  'demos_trained': len(episodes),
                   'episodes': [str(p) for p in job.episode_paths], 'skipped': skipped,
                   'train_config': config.__dict__, 'train_s': round(train_s, 1),
                   'metrics': {k: v for k, v in metrics.items() if k != 'alpha'}}
     digest = save_checkpoint(policy, path, provenance)
     result = {'path': str(path), 'sha256': digest, 'version': job.version, 'round': job.round_index,
-              'demos_used': len(job.episode_paths), 'skipped': skipped, 'step': config.steps,
+              'demos_used': demos_used, 'skipped': skipped,
+              'step': config.steps if episodes else 0,
               'metrics': provenance['metrics'], 'train_s': round(train_s, 1), 'evaluation': None}
     if job.evaluate_episodes > 0:
         queue.put({'kind': 'progress', 'state': 'evaluating', 'progress': 1.0,
