@@ -151,5 +151,7 @@ def importance_weights(log_ratios, max_weight=0.5):
             excess = (w[over] - max_weight).sum()
             w[over] = max_weight
             under = ~over
-            w[under] += excess * w[under] / w[under].sum()
+            mass = w[under].sum()
+            # Ratios can underflow to exactly zero; their share of the excess is then uniform.
+            w[under] += excess * (w[under] / mass if mass > 0 else 1.0 / under.sum())
     return w

@@ -73,3 +73,9 @@ def test_build_embeddings_scales_targets_to_unit_mean_square(runner):
 def test_no_sources_gives_empty_sets(runner):
     out = task_state_sets(runner, TASKS, [], {}, TargetConfig())
     assert all(len(s.rows) == 0 for s in out.values())
+
+
+def test_clipped_importance_weights_stay_finite_when_others_underflow():
+    weights = importance_weights([0.0, -2000.0, -3000.0], max_weight=0.5)
+    assert np.all(np.isfinite(weights)) and weights.sum() == pytest.approx(1.0)
+    assert weights.max() == pytest.approx(0.5) and weights[1] == pytest.approx(weights[2])
