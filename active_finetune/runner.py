@@ -126,6 +126,7 @@ class GraphRunner:
         self.stop_timeout_s = stop_timeout_s
         self.processes = {}
         self._log_files = {}
+        self._env = None
 
     def __enter__(self):
         """Start the graph."""
@@ -166,26 +167,58 @@ class GraphRunner:
         """
         if self.processes:
             raise RuntimeError(f'graph {self.graph.name!r} is already running')
-        params_dir = self.log_dir / 'params'
-        params_dir.mkdir(parents=True, exist_ok=True)
-        env = self._environment()
+        (self.log_dir / 'params').mkdir(parents=True, exist_ok=True)
+        self._env = self._environment()
         try:
             for node in self.graph.nodes:
-                params_file = params_dir / f'{node.name}.yaml'
-                params_file.write_text(node.parameters_yaml())
-                log = open(self.log_path(node.name), 'ab')
-                self._log_files[node.name] = log
-                command = node.command(params_file)
-                log.write(f'# {" ".join(command)}\n'.encode())
-                log.flush()
-                self.processes[node.name] = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, start_new_session=True)
-                logger.info('started %s (pid %d), log %s', node.name,
-                            self.processes[node.name].pid, self.log_path(node.name))
+                self._launch(node)
         except OSError:
             self.stop()
             raise
+
+    def _launch(self, node):
+        params_file = self.log_dir / 'params' / f'{node.name}.yaml'
+        params_file.write_text(node.parameters_yaml())
+        if node.name not in self._log_files:
+            self._log_files[node.name] = open(self.log_path(node.name), 'ab')
+        log = self._log_files[node.name]
+        command = node.command(params_file)
+        log.write(f'# {" ".join(command)}\n'.encode())
+        log.flush()
+        self.processes[node.name] = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=self._env, start_new_session=True)
+        logger.info('started %s (pid %d), log %s', node.name, self.processes[node.name].pid,
+                    self.log_path(node.name))
+
+    def kill(self, node, sig=signal.SIGKILL, timeout_s=10.0):
+        """
+        Send ``sig`` to a node's process group and wait for it to exit (fault injection).
+
+        :param node: node name
+        :param sig: signal (default SIGKILL: no clean-up runs, like a power cut of that process)
+        :param timeout_s: how long to wait for the exit
+        :return: the exit status, or None if it is still running
+        :raises KeyError: for a node that was not started
+        """
+        process = self.processes[node]
+        _signal_group(process.pid, sig)
+        deadline = time.monotonic() + timeout_s
+        while _running(process) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return process.poll()
+
+    def restart(self, node):
+        """
+        Start a node again with the same command and parameters (after it died or was killed).
+
+        :param node: node name
+        :raises RuntimeError: when the node is still running
+        :raises KeyError: for a node that is not part of the graph
+        """
+        if _running(self.processes[node]):
+            raise RuntimeError(f'node {node!r} is still running; kill it first')
+        self._launch(self.graph.node(node))
 
     def pid(self, node):
         """

@@ -307,6 +307,19 @@ class DemoRequests:
             self._pending = (request_id, task)
             return 'queued'
 
+    def retry(self, request_id, task):
+        """
+        Queue a request again whose recording was lost (the recorder died during it).
+
+        A newer request that arrived meanwhile wins.
+
+        :param request_id: the lost request's id
+        :param task: its task
+        """
+        with self._lock:
+            if self._pending is None:
+                self._pending = (request_id, task)
+
     def take(self):
         """
         Take the pending demonstration, if any.
@@ -577,6 +590,11 @@ class SimBridge:
         state = self._outputs.recorder_state()
         if self.config.recorder_timeout_s <= 0 or state is None or state[0] == 'recording':
             self._press_until(lambda st: st[0] != 'recording', f'stop recording {demo.task}')
+        elif not self._stop.is_set():
+            # Like a person who sees the recorder restarted mid-demo: the demo is redone.
+            _LOG.warning('recording of request %d (%s) was lost (recorder now %r); '
+                         'demonstrating it again', demo.request_id, demo.task, state[0])
+            self.demos.retry(demo.request_id, demo.task)
         _LOG.info('demonstration of %s for request %d ended after %d steps (success %s)',
                   demo.task, demo.request_id, self.steps, success)
 
