@@ -18,11 +18,18 @@ New checkpoints are loaded and verified by :class:`active_finetune.policy.hot_sw
 on its own thread and swapped in between two cycles; a bad one is refused (logged, in the status)
 and the old weights keep running.  Service ``policy/rollback`` (std_srvs/Trigger) goes back to the
 previous good version.
+
+Threading: the control timer has a callback group of its own and every other callback is in a
+second one, so on a multi-threaded executor a timer that is due again as soon as its cycle ends
+(a loaded machine) cannot starve the inputs, the estop or the rollback service (rclpy never hands
+a subscription of a busy mutually exclusive group to a thread, and skips it while the timer runs).
+Control cycles, task changes, estops and rollbacks are serialised by one lock.
 """
 
 from collections import deque
 from dataclasses import dataclass
 import json
+import threading
 import time
 
 from active_finetune.data.episode import PROPRIO_DIM
@@ -38,6 +45,8 @@ from active_finetune.safety import Check, check_fresh, CLAMPED, CommandGate, EST
     MISSING, NON_FINITE, OK, STALE
 from geometry_msgs.msg import PoseStamped, TwistStamped
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64, String
@@ -50,6 +59,8 @@ _STATE_OF_CODE = {OK: RUNNING, CLAMPED: RUNNING, MISSING: IDLE, NO_TASK: IDLE, E
                   STALE: STALE_STATE, FUTURE: STALE_STATE}
 CYCLE_HISTORY = 10000
 """Control cycles whose timings are kept (:attr:`PolicyNode.recent_cycles`)."""
+FINAL_ZERO_ACK_TIMEOUT_S = 0.5
+"""Longest wait at shutdown for subscribers to acknowledge the final zero twist."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +97,8 @@ class PolicyNode(Node):
             torch.set_num_threads(self.config.torch_threads)
         self._gate = CommandGate(np.ones(4))
         self._task = self.config.task
-        self._image_msg = None
-        self._image_arrival_s = None
+        # (message, node clock arrival time): one attribute, so a cycle reads a consistent pair.
+        self._image = (None, None)
         self._joint_msg = None
         self._pose_msg = None
         self._status_key = None
@@ -109,21 +120,30 @@ class PolicyNode(Node):
             self.get_logger().error(f'{self._load_error}; waiting for trainer/checkpoint')
         self._hot_swap = PolicyHotSwap(self.device, initial)
 
+        # Held by a control cycle, a task change, an estop and a rollback (see the module doc).
+        self._control_lock = threading.Lock()
+        events = MutuallyExclusiveCallbackGroup()
         self._twist_pub = self.create_publisher(TwistStamped, 'policy/twist', COMMAND_QOS)
         self._gripper_pub = self.create_publisher(Float64, 'policy/gripper', COMMAND_QOS)
         self._status_pub = self.create_publisher(String, 'policy/status', LATCHED_QOS)
-        self.create_subscription(Image, 'camera/image_raw', self._on_image, IMAGE_QOS)
-        self.create_subscription(JointState, 'joint_states', self._on_joint_state, SENSOR_QOS)
-        self.create_subscription(PoseStamped, 'ee_pose', self._on_pose, SENSOR_QOS)
+        self.create_subscription(Image, 'camera/image_raw', self._on_image, IMAGE_QOS,
+                                 callback_group=events)
+        self.create_subscription(JointState, 'joint_states', self._on_joint_state, SENSOR_QOS,
+                                 callback_group=events)
+        self.create_subscription(PoseStamped, 'ee_pose', self._on_pose, SENSOR_QOS,
+                                 callback_group=events)
         # Latched to get the task set before start, volatile to match `ros2 topic pub`.
-        self.create_subscription(String, 'policy/task', self._on_task, LATCHED_QOS)
-        self.create_subscription(String, 'policy/task', self._on_task, COMMAND_QOS)
-        self.create_subscription(String, 'trainer/checkpoint', self._on_checkpoint, LATCHED_QOS)
-        self.create_subscription(Bool, 'estop', self._on_estop, LATCHED_QOS)
-        self.create_subscription(Bool, 'estop', self._on_estop, COMMAND_QOS)
-        self.create_service(Trigger, 'policy/rollback', self._on_rollback)
+        for qos in (LATCHED_QOS, COMMAND_QOS):
+            self.create_subscription(String, 'policy/task', self._on_task, qos,
+                                     callback_group=events)
+        self.create_subscription(String, 'trainer/checkpoint', self._on_checkpoint, LATCHED_QOS,
+                                 callback_group=events)
+        for qos in (LATCHED_QOS, COMMAND_QOS):
+            self.create_subscription(Bool, 'estop', self._on_estop, qos, callback_group=events)
+        self.create_service(Trigger, 'policy/rollback', self._on_rollback, callback_group=events)
         self._period_s = 1.0 / self.config.control_rate_hz
-        self._timer = self.create_timer(self._period_s, self._on_timer)
+        self._timer = self.create_timer(self._period_s, self._on_timer,
+                                        callback_group=MutuallyExclusiveCallbackGroup())
         if self._task:
             self._check_task_known(self._task)
 
@@ -136,8 +156,7 @@ class PolicyNode(Node):
         self.config = config
 
     def _on_image(self, msg):
-        self._image_msg = msg
-        self._image_arrival_s = self._now_s()
+        self._image = (msg, self._now_s())
         if self.config.cycle_trigger == 'image':
             self._cycle_at_edge()
 
@@ -148,7 +167,9 @@ class PolicyNode(Node):
         self._pose_msg = msg
 
     def _on_estop(self, msg):
-        if self._gate.set_estop(msg.data):
+        with self._control_lock:
+            changed = self._gate.set_estop(msg.data)
+        if changed:
             if msg.data:
                 self.get_logger().error('estop engaged: output held at zero until released')
             else:
@@ -156,14 +177,15 @@ class PolicyNode(Node):
 
     def _on_task(self, msg):
         task = msg.data.strip()
-        if task == self._task:
-            return
-        self._task = task
-        if not task:
-            self.get_logger().info('task cleared: idle')
-            return
-        if self._check_task_known(task):
-            self.get_logger().info(f'task set to {task!r}')
+        with self._control_lock:
+            if task == self._task:
+                return
+            self._task = task
+            if not task:
+                self.get_logger().info('task cleared: idle')
+                return
+            if self._check_task_known(task):
+                self.get_logger().info(f'task set to {task!r}')
 
     def _check_task_known(self, task):
         active = self._hot_swap.active
@@ -180,17 +202,19 @@ class PolicyNode(Node):
         self._hot_swap.submit(msg.data)
 
     def _on_rollback(self, request, response):
-        try:
-            loaded = self._hot_swap.rollback()
-        except RollbackError as error:
-            response.success, response.message = False, str(error)
-            self.get_logger().warning(f'rollback refused: {error}')
-            return response
-        response.success = True
-        response.message = f'rolled back to version {loaded.version} (sha256 {loaded.sha256[:12]})'
-        self.get_logger().warning(response.message)
-        if self._task:
-            self._check_task_known(self._task)
+        with self._control_lock:
+            try:
+                loaded = self._hot_swap.rollback()
+            except RollbackError as error:
+                response.success, response.message = False, str(error)
+                self.get_logger().warning(f'rollback refused: {error}')
+                return response
+            response.success = True
+            response.message = \
+                f'rolled back to version {loaded.version} (sha256 {loaded.sha256[:12]})'
+            self.get_logger().warning(response.message)
+            if self._task:
+                self._check_task_known(self._task)
         return response
 
     # ---------------------------------------------------------------- control
@@ -202,14 +226,15 @@ class PolicyNode(Node):
         self._cycle_at_edge()
 
     def _cycle_at_edge(self):
-        self._last_cycle_s = time.monotonic()
-        try:
-            self._cycle()
-        except Exception as error:  # noqa: B902 - an exception would stop spin
-            self.get_logger().error(f'control cycle failed: {error!r}; publishing zero',
-                                    throttle_duration_sec=2.0)
-            self.publish_zero()
-            self._announce(ERROR, 'exception', f'control cycle failed: {error!r}')
+        with self._control_lock:
+            self._last_cycle_s = time.monotonic()
+            try:
+                self._cycle()
+            except Exception as error:  # noqa: B902 - an exception would stop spin
+                self.get_logger().error(f'control cycle failed: {error!r}; publishing zero',
+                                        throttle_duration_sec=2.0)
+                self.publish_zero()
+                self._announce(ERROR, 'exception', f'control cycle failed: {error!r}')
 
     def _apply_swap(self):
         event = self._hot_swap.swap_if_ready()
@@ -229,25 +254,29 @@ class PolicyNode(Node):
         active = self._hot_swap.active
         return None if active is None else active.version
 
-    def _input_checks(self, now_s):
+    def _input_checks(self, now_s, image_msg, joint_msg, pose_msg):
         max_age_s = self.config.max_input_age_s
         return [check_fresh(name, None if msg is None else header_stamp_s(msg), now_s, max_age_s)
-                for name, msg in (('image', self._image_msg), ('joint state', self._joint_msg),
-                                  ('end-effector pose', self._pose_msg))]
+                for name, msg in (('image', image_msg), ('joint state', joint_msg),
+                                  ('end-effector pose', pose_msg))]
 
-    def _proprio(self):
-        positions = joint_positions(self._joint_msg)
+    def _proprio(self, joint_msg, pose_msg):
+        positions = joint_positions(joint_msg)
         name = self.config.gripper_joint_name
         if name not in positions:
             raise ConversionError(f'joint_states has no joint {name!r} (gripper_joint_name); '
                                   f'it has {sorted(positions)}')
         proprio = np.empty(PROPRIO_DIM, dtype=np.float32)
-        proprio[:3] = pose_position(self._pose_msg)
+        proprio[:3] = pose_position(pose_msg)
         proprio[3] = np.clip(positions[name] / self.config.gripper_open_position, 0.0, 1.0)
         return proprio
 
     def _cycle(self):
         self._apply_swap()
+        # Inputs arrive on another callback group: read each once, before the clock (a message
+        # read after ``now_s`` could look as if it came from the future).
+        (image_msg, image_arrival_s), joint_msg, pose_msg = \
+            self._image, self._joint_msg, self._pose_msg
         now_s = self._now_s()
         active = self._hot_swap.active
         if active is None:
@@ -261,14 +290,15 @@ class PolicyNode(Node):
                         f'unknown task {self._task!r}; version {active.version} knows '
                         f'{list(active.tasks)}')
             return
-        checks = [c for c in self._input_checks(now_s) if not c.ok]
+        checks = [c for c in self._input_checks(now_s, image_msg, joint_msg, pose_msg)
+                  if not c.ok]
         if self._gate.estop.engaged or checks:
             decision = self._gate.decide(np.zeros(4), checks)
             self._block(_STATE_OF_CODE.get(decision.code, ERROR), decision.code, decision.reason)
             return
         try:
-            image = image_to_rgb(self._image_msg)
-            proprio = self._proprio()
+            image = image_to_rgb(image_msg)
+            proprio = self._proprio(joint_msg, pose_msg)
         except ConversionError as error:
             self._block(ERROR, BAD_INPUT, str(error))
             return
@@ -280,13 +310,13 @@ class PolicyNode(Node):
             self._block(ERROR if decision.code == NON_FINITE else _STATE_OF_CODE.get(
                 decision.code, ERROR), decision.code, decision.reason)
             return
-        image_stamp_s = header_stamp_s(self._image_msg)
+        image_stamp_s = header_stamp_s(image_msg)
         self._twist_pub.publish(linear_to_twist_stamped(
             decision.command[:3] * self.config.max_linear_velocity_mps, image_stamp_s,
             self.config.frame_id))
         self._gripper_pub.publish(Float64(data=float(decision.command[3])))
         self.recent_cycles.append(CycleTiming(
-            image_stamp_s=image_stamp_s, image_arrival_s=self._image_arrival_s,
+            image_stamp_s=image_stamp_s, image_arrival_s=image_arrival_s,
             published_s=self._now_s(), forward_s=forward_s, version=active.version))
         self._announce(RUNNING, OK, '')
 
@@ -325,9 +355,14 @@ class PolicyNode(Node):
             linear_to_twist_stamped(np.zeros(3), self._now_s(), self.config.frame_id))
 
     def destroy_node(self):
-        """Publish a zero twist, stop the loader thread, then destroy the node."""
+        """Publish a zero twist (and await its acknowledgement briefly), stop loader, destroy."""
         try:
             self.publish_zero()
+            # Destroyed at once, a reliable writer may drop its last sample before any
+            # subscriber received it (seen when a signalled process exits right after).
+            if not self._twist_pub.wait_for_all_acked(Duration(seconds=FINAL_ZERO_ACK_TIMEOUT_S)):
+                self.get_logger().warning(
+                    f'final zero twist not acknowledged within {FINAL_ZERO_ACK_TIMEOUT_S} s')
         except Exception as error:  # noqa: B902 - shutting down whatever happens
             self.get_logger().error(f'could not publish the final zero twist: {error!r}')
         self._hot_swap.close()

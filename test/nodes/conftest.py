@@ -3,23 +3,52 @@ Shared fixtures for node tests through real DDS.
 
 - The session runs in a random ROS_DOMAIN_ID (set before any rclpy.init), with
   discovery limited to this host, so parallel runs never cross-talk.
-- ``ros``: a fresh rclpy Context with a MultiThreadedExecutor spun in a thread
-  and a helper node for test publishers and subscriptions; everything is torn
-  down after the test.
-- ``wait_for``: poll a predicate until it holds or a deadline passes.
+- ``ros``: a fresh rclpy Context, a helper node for test publishers and
+  subscriptions, and one spinning thread per node (see :class:`RosHarness`);
+  everything is torn down after the test, and an exception raised in a
+  callback fails the test.
+- ``wait_for``: poll a predicate until it holds or a deadline passes; it stops
+  early with :class:`SpinError` when a spinning thread died.
+
+Why one SingleThreadedExecutor per node rather than one MultiThreadedExecutor
+for all: each node runs as in production (``run_node``: its own process,
+single-threaded spin), callbacks of different nodes cannot delay each other,
+and rclpy's MultiThreadedExecutor starves the subscriptions of a node whose
+callbacks share one mutually exclusive callback group with a timer that is due
+again when its callback ends (a 50 Hz timer taking 12 ms let 87 of 150
+messages through, one taking 19 ms let 3 through): on a loaded machine a
+policy node then sees its last image age for seconds.
 """
 
 import os
 import random
 import threading
 import time
+import traceback
 
 import pytest
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 
 os.environ['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 100))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+SPIN_TIMEOUT_S = 0.1
+"""Longest wait of one spin_once, i.e. how long a stop request may go unnoticed."""
+JOIN_TIMEOUT_S = 10.0
+"""Deadline for a spinning thread to finish its current callback and stop."""
+
+_ACTIVE_HARNESSES = []
+"""Harnesses of running tests, so :func:`wait_for` can stop at a dead spinning thread."""
+
+
+class SpinError(AssertionError):
+    """A callback raised (or a spinning thread could not be stopped) during a node test."""
+
+
+def _raise_spin_errors():
+    for harness in list(_ACTIVE_HARNESSES):
+        harness.raise_errors()
 
 
 def wait_for(predicate, timeout_s, interval_s=0.01):
@@ -33,14 +62,18 @@ def wait_for(predicate, timeout_s, interval_s=0.01):
     :param timeout_s: deadline in seconds
     :param interval_s: polling interval in seconds
     :return: True when the predicate held in time, else False
+    :raises SpinError: when a node's spinning thread died (its callback raised)
     """
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             if predicate():
                 return True
+        except SpinError:
+            raise
         except AssertionError:
             pass
+        _raise_spin_errors()
         if time.monotonic() > deadline:
             return False
         time.sleep(interval_s)
@@ -99,27 +132,74 @@ class MessageLog:
             self._arrivals_s.clear()
 
 
+class NodeSpinner:
+    """
+    Spin one node on its own SingleThreadedExecutor in its own thread.
+
+    An exception from a callback stops the spinning (as it would end the node's
+    process) and is kept in :attr:`errors`.
+
+    :param node: rclpy Node
+    :param context: the node's rclpy Context
+    """
+
+    def __init__(self, node, context):
+        self.node = node
+        self.errors = []
+        self.stopped = False
+        self._context = context
+        self._stop = threading.Event()
+        self._executor = SingleThreadedExecutor(context=context)
+        self._executor.add_node(node)
+        self._thread = threading.Thread(
+            target=self._spin, name=f'spin-{node.get_name()}', daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        try:
+            while not self._stop.is_set() and self._context.ok():
+                self._executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
+        except rclpy.executors.ExternalShutdownException:
+            pass
+        except Exception:  # noqa: B902 - kept and raised in the test's thread
+            self.errors.append(
+                f'callback of node {self.node.get_name()!r} raised:\n{traceback.format_exc()}')
+
+    def stop(self):
+        """
+        Stop spinning (the running callback finishes first) and release the executor.
+
+        When :attr:`stopped` is True afterwards no callback of the node runs any
+        more, so the node can be destroyed safely.
+        """
+        self._stop.set()
+        self._executor.wake()
+        self._thread.join(JOIN_TIMEOUT_S)
+        if self._thread.is_alive():
+            self.errors.append(f'node {self.node.get_name()!r} still in a callback '
+                               f'{JOIN_TIMEOUT_S} s after it was asked to stop spinning')
+            return
+        self._executor.remove_node(self.node)
+        self._executor.shutdown()
+        self.stopped = True
+
+
 class RosHarness:
     """
-    A fresh rclpy context with a spinning executor and a helper node.
+    A fresh rclpy context, a helper node, and one spinning thread per node.
+
+    Teardown order: stop every spinning thread (no callback runs any more), then
+    destroy the nodes (nodes under test first, they may publish a last message),
+    then shut the context down.
 
     :param context: initialised rclpy Context
     """
 
     def __init__(self, context):
         self.context = context
-        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
         self.node = rclpy.create_node(f'test_helper_{os.getpid()}', context=context)
-        self.executor.add_node(self.node)
-        self._nodes = []
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except rclpy.executors.ExternalShutdownException:
-            pass
+        self._spinners = {self.node: NodeSpinner(self.node, context)}
+        self._stopped_errors = []
 
     def add_node(self, node):
         """
@@ -128,8 +208,7 @@ class RosHarness:
         :param node: rclpy Node built with ``context=harness.context``
         :return: the node
         """
-        self._nodes.append(node)
-        self.executor.add_node(node)
+        self._spinners[node] = NodeSpinner(node, self.context)
         return node
 
     def destroy_node(self, node):
@@ -138,12 +217,12 @@ class RosHarness:
 
         :param node: a node given to :meth:`add_node`
         """
-        self.executor.remove_node(node)
-        self._nodes.remove(node)
-        # Let callbacks already handed to executor threads finish before their
-        # entities go away (else rclpy reports an unretrieved InvalidHandle).
-        time.sleep(0.1)
-        node.destroy_node()
+        spinner = self._spinners.pop(node)
+        spinner.stop()
+        self._stopped_errors.extend(spinner.errors)
+        if spinner.stopped:
+            node.destroy_node()
+        self.raise_errors()
 
     def collect(self, msg_type, topic, qos=10):
         """
@@ -180,15 +259,43 @@ class RosHarness:
         """
         return wait_for(lambda: publisher.get_subscription_count() >= count, timeout_s)
 
+    @property
+    def errors(self):
+        """:return: what went wrong in spinning threads so far (tracebacks as text)."""
+        errors = list(self._stopped_errors)
+        for spinner in list(self._spinners.values()):
+            errors.extend(spinner.errors)
+        return errors
+
+    def raise_errors(self):
+        """
+        Fail the test when a callback raised or a spinning thread would not stop.
+
+        :raises SpinError: with every error seen so far
+        """
+        errors = self.errors
+        if errors:
+            raise SpinError('\n'.join(errors))
+
     def close(self):
-        """Destroy the nodes and shut the context down."""
-        self.executor.shutdown(timeout_sec=2.0)
-        for node in reversed(self._nodes):
-            node.destroy_node()
-        self._nodes.clear()
-        self.node.destroy_node()
-        self._thread.join(timeout=2.0)
-        self.context.try_shutdown()
+        """
+        Stop spinning, destroy the nodes, shut the context down.
+
+        :raises SpinError: when a callback raised during the test or teardown
+        """
+        spinners = list(self._spinners.items())
+        self._spinners.clear()
+        try:
+            for _, spinner in spinners:
+                spinner.stop()
+                self._stopped_errors.extend(spinner.errors)
+            # Nodes under test first (newest first), the helper node last.
+            for node, spinner in reversed(spinners):
+                if spinner.stopped:
+                    node.destroy_node()
+        finally:
+            self.context.try_shutdown()
+        self.raise_errors()
 
 
 @pytest.fixture
@@ -201,9 +308,11 @@ def ros():
     context = rclpy.Context()
     rclpy.init(context=context)
     harness = RosHarness(context)
+    _ACTIVE_HARNESSES.append(harness)
     try:
         yield harness
     finally:
+        _ACTIVE_HARNESSES.remove(harness)
         harness.close()
 
 

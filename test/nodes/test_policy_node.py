@@ -109,7 +109,7 @@ def status(g):
     return json.loads(g.statuses.last.data)
 
 
-def pump(g, wait_for, predicate, timeout_s=5.0):
+def pump(g, wait_for, predicate, timeout_s=10.0):
     """Keep inputs fresh while waiting for ``predicate``."""
     def step():
         g.inputs.publish()
@@ -216,3 +216,20 @@ def test_shutdown_publishes_zero(graph, ros, wait_for):
         twist_stamped_to_linear(graph.twists.last), 0.0))
     ros.destroy_node(node)
     assert wait_for(lambda: np.allclose(twist_stamped_to_linear(graph.twists.last), 0.0), 2.0)
+
+
+def test_control_timer_cannot_starve_inputs_on_a_multithreaded_executor(graph):
+    # rclpy's MultiThreadedExecutor skips every subscription of a busy mutually exclusive group;
+    # a 50 Hz timer whose cycle takes ~20 ms (a loaded machine) then starved the image input for
+    # seconds.  The timer has a group of its own, and no input or service shares it.
+    node = graph.start()
+    timers = list(node.timers)
+    assert len(timers) == 1
+    timer_groups = {timers[0].callback_group}
+    inputs = [s for s in node.subscriptions if s.topic_name.lstrip('/') in (
+        'camera/image_raw', 'joint_states', 'ee_pose', 'policy/task', 'estop',
+        'trainer/checkpoint')]
+    assert len(inputs) == 8
+    rollback = [s for s in node.services if s.srv_name.endswith('policy/rollback')]
+    assert len(rollback) == 1
+    assert all(entity.callback_group not in timer_groups for entity in inputs + rollback)
