@@ -19,9 +19,14 @@ from active_finetune.nodes.spin import run_node
 from active_finetune.safety import CommandMux, CommandMuxConfig, POLICY, TELEOP
 from geometry_msgs.msg import TwistStamped
 import numpy as np
+from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Bool, Float64, String
 
+
+
+FINAL_ZERO_ACK_TIMEOUT_S = 0.5
+"""How long shutdown waits for subscribers to acknowledge the final zero twist (s)."""
 
 class CommandMuxNode(Node):
     """
@@ -118,6 +123,8 @@ class CommandMuxNode(Node):
         """Publish a zero twist, then destroy the node."""
         try:
             self.publish_zero()
+            # The process exits right after this: wait until subscribers have the zero.
+            self._twist_pub.wait_for_all_acked(Duration(seconds=FINAL_ZERO_ACK_TIMEOUT_S))
         except Exception as error:  # noqa: B902 - shutting down whatever happens
             self.get_logger().error(f'could not publish the final zero twist: {error!r}')
         super().destroy_node()

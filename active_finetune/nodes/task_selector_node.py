@@ -54,6 +54,7 @@ class TaskSelectorNode(Node):
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='selector')
         self._dirty = threading.Event()
         self._busy = False
+        self._logged_request = None
         self.create_timer(0.2, self._on_timer)
         self.create_timer(2.0, self._dirty.set)
         self._dirty.set()
@@ -168,7 +169,8 @@ class TaskSelectorNode(Node):
             self._pub.publish(String(data=json.dumps(payload)))
             if payload['done']:
                 self.get_logger().info(payload['reason'], once=True)
-            elif payload['task']:
+            elif payload['task'] and payload['request_id'] != self._logged_request:
+                self._logged_request = payload['request_id']
                 self.get_logger().info(
                     f'request {payload["request_id"]}: demonstrate {payload["task"]} '
                     f'(score {payload["scores"].get(payload["task"], 0.0):.3f}, '

@@ -60,7 +60,7 @@ def loop(tmp_path):
         'task_selector.dataset_dir': str(dataset), 'demo_recorder.dataset_dir': str(dataset),
         'trainer.dataset_dir': str(dataset), 'trainer.checkpoint_dir': str(tmp_path / 'ckpt'),
         'trainer.demos_per_round': 1, 'trainer.steps': 150, 'trainer.evaluate_episodes': 0,
-        'trainer.log_dir': '',
+        'trainer.log_dir': '', 'task_selector.sim_rollouts_per_task': 0,
     }
     context = rclpy.Context()
     rclpy.init(context=context)

@@ -207,7 +207,7 @@ def test_once_prints_a_snapshot_and_exits(ros):
     env = dict(os.environ, COLUMNS='100')
     result = subprocess.run(
         [sys.executable, '-m', 'active_finetune.nodes.operator_console', '--once',
-         '--ros-args', '-p', 'once_wait_s:=2.0'],
+         '--ros-args', '-p', 'once_wait_s:=8.0'],
         capture_output=True, text=True, timeout=40, env=env, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert 'DEMONSTRATE' in result.stdout and 'drawer-open' in result.stdout
