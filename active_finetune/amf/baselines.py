@@ -4,15 +4,14 @@ Task selection strategies behind one interface: AMF and the baselines of AMF.md.
 Every strategy has ``needs_embeddings`` (only AMF does) and
 ``select(tasks, demo_counts, batch_size, inputs) -> SelectionResult``; ``tasks`` are the allowed
 candidates (a skipped task is left out by the caller).  Baseline scores, for display:
-uniform 1/n for every task; round-robin 1 for the next task in the cycle, else 0; least-demonstrated
-minus the demo count; privileged rebalancing minus (pretraining demos + demos).
+uniform 1/n for every task; round-robin 1 for the next task in the cycle, else 0;
+least-demonstrated minus the demo count; privileged rebalancing minus (pretraining demos + demos).
 """
 
 import time
 
+from active_finetune.amf.selection import amf_select, SelectionError, SelectionResult
 import numpy as np
-
-from active_finetune.amf.selection import SelectionError, SelectionResult, amf_select
 
 STRATEGY_NAMES = ('amf', 'uniform', 'round_robin', 'least_demonstrated', 'privileged_rebalancing')
 
@@ -59,7 +58,7 @@ class _Strategy:
         return next(t for t in self._order(tasks) if scores[t] == top)
 
     def _order(self, tasks):
-        """Allowed tasks in the strategy's own (construction) order."""
+        """Order the allowed tasks as the strategy was built (unknown ones last)."""
         known = [t for t in self.tasks if t in tasks]
         return known + [t for t in tasks if t not in known]
 
@@ -82,7 +81,7 @@ class UniformStrategy(_Strategy):
 
 
 class RoundRobinStrategy(_Strategy):
-    """Cycle through the tasks in order, continuing across rounds; skipped tasks are passed over."""
+    """Cycle through the tasks in order, continuing across rounds; skipped tasks are passed."""
 
     name = 'round_robin'
 
@@ -122,7 +121,7 @@ class PrivilegedRebalancingStrategy(_Strategy):
     """
     Equalise pretraining plus fine-tuning demos per task.
 
-    Privileged: it knows the pretraining mix, which a lab receiving a pretrained policy usually does not.
+    Privileged: it knows the pretraining mix, which a lab given a pretrained policy rarely does.
     """
 
     name = 'privileged_rebalancing'
@@ -170,5 +169,6 @@ def make_strategy(name, tasks, seed=0, pretraining_counts=None):
     :raises ValueError: for an unknown name
     """
     if name not in _STRATEGIES:
-        raise ValueError(f'unknown selection strategy {name!r}; choose from {", ".join(STRATEGY_NAMES)}')
+        raise ValueError(
+            f'unknown selection strategy {name!r}; choose from {", ".join(STRATEGY_NAMES)}')
     return _STRATEGIES[name](tasks, seed=seed, pretraining_counts=pretraining_counts)

@@ -3,24 +3,102 @@ Weight-space Gaussian process with a linear kernel, for AMF's information gain (
 
 The kernel is k(x, x') = phi(x)^T phi(x'), i.e. Bayesian linear regression on the embeddings with
 prior w ~ N(0, I_p) and observation noise rho^2.  Conditioned on the rows Phi_D of the data D the
-posterior covariance of the weights is
+posterior precision and covariance of the weights are
 
-    Sigma_D = (I + rho^-2 Phi_D^T Phi_D)^-1            (p x p)
+    P_D = I + rho^-2 Phi_D^T Phi_D = L L^T,        Sigma_D = P_D^-1            (p x p)
 
-and the variance of the latent expert at x is sigma_D^2(x) = phi(x)^T Sigma_D phi(x).  Conditioning
-on m more rows X' is a Woodbury update that only solves an m x m system:
+and the variance of the latent expert at x is
+
+    sigma_D^2(x) = phi(x)^T Sigma_D phi(x) = ||L^-1 phi(x)||^2.
+
+Conditioning on m more rows X' is a Woodbury update that only solves an m x m system:
 
     Sigma_{D+X'} = Sigma_D - U^T (rho^2 I + X' Sigma_D X'^T)^-1 U,    U = X' Sigma_D
 
-so the variance at every target drops by || L^-1 U phi(x) ||^2 with L the Cholesky factor of
-the m x m matrix.  Information gain of X' about the target x: 0.5 log(sigma_D^2 / sigma_{D+X'}^2).
+so the variance at every target drops by || C^-1 U phi(x) ||^2 with C the Cholesky factor of the
+m x m matrix.  Information gain of X' about the target x: 0.5 log(sigma_D^2 / sigma_{D+X'}^2).
+
+:class:`WeightSpaceGP` keeps the p x p posterior and answers one question at a time.
+:class:`FantasyPosterior` is what greedy selection uses: it keeps only the posterior covariances
+between all candidate rows and all target rows (one large matrix product up front), so scoring a
+candidate costs an m x m Cholesky factor applied to its m x n covariances with the targets, and
+conditioning on a pick is a rank-m update of those covariances; nothing of size p is touched after
+the start.
 """
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve, solve_triangular
+
+from scipy.linalg import cho_solve, solve_triangular
 
 VARIANCE_FLOOR = 1e-12
-"""Predictive variances below this are treated as zero (a zero embedding has nothing to learn)."""
+"""Predictive variances at or below this count as zero (a zero embedding has nothing to learn)."""
+
+_RELATIVE_FLOOR = 1e-15
+"""Smallest posterior/prior variance ratio kept when rounding makes a posterior variance <= 0."""
+
+
+class GPShapeError(ValueError):
+    """Raised for rows whose shape does not fit the GP's embedding dimension."""
+
+
+def information_gain(prior_variance, posterior_variance):
+    """
+    Per-row information gain 0.5 log(sigma_D^2 / sigma_{D+X'}^2), never NaN.
+
+    Rows whose prior variance is at most :data:`VARIANCE_FLOOR` gain 0; a posterior variance that
+    rounding made non-positive is clipped to a tiny fraction of the prior variance.
+
+    :param prior_variance: (n,) sigma_D^2(x)
+    :param posterior_variance: (n,) sigma_{D+X'}^2(x)
+    :return: (n,) non-negative gains
+    """
+    prior = np.asarray(prior_variance, dtype=np.float64)
+    posterior = np.asarray(posterior_variance, dtype=np.float64)
+    informative = prior > VARIANCE_FLOOR
+    gain = np.zeros(prior.shape)
+    before = prior[informative]
+    after = np.clip(posterior[informative], before * _RELATIVE_FLOOR, before)
+    gain[informative] = 0.5 * np.log(before / after)
+    return gain
+
+
+def as_rows(rows, dim):
+    """
+    Rows as a float64 (n, dim) array.
+
+    :param rows: array-like of shape (n, dim)
+    :param dim: embedding dimension p
+    :return: (n, dim) float64 array
+    :raises GPShapeError: for another shape
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != dim:
+        raise GPShapeError(f'expected rows of shape (n, {dim}), got {rows.shape}')
+    return rows
+
+
+def _cholesky(matrix):
+    """Lower Cholesky factor of a symmetric positive definite matrix (symmetrised first)."""
+    return np.linalg.cholesky(0.5 * (matrix + matrix.T))
+
+
+def precision_factor(conditioning, dim, rho2):
+    """
+    Lower Cholesky factor L of the posterior precision P_D = I + rho^-2 Phi_D^T Phi_D = L L^T.
+
+    :param conditioning: (k, p) rows of D (may have zero rows)
+    :param dim: embedding dimension p
+    :param rho2: observation noise variance rho^2 (> 0)
+    :return: (p, p) lower-triangular L, or None when D is empty (P_D = Sigma_D = I)
+    :raises ValueError: for a non-positive rho2
+    :raises GPShapeError: for rows of the wrong width
+    """
+    if not rho2 > 0:
+        raise ValueError(f'rho2 must be > 0, got {rho2}')
+    rows = as_rows(conditioning, dim) if conditioning is not None else np.zeros((0, dim))
+    if len(rows) == 0:
+        return None
+    return _cholesky(np.eye(dim) + rows.T @ rows / rho2)
 
 
 class WeightSpaceGP:
@@ -30,7 +108,8 @@ class WeightSpaceGP:
     :param dim: embedding dimension p
     :param rho2: observation noise variance rho^2 (> 0)
     :param conditioning: optional (k, p) rows of the data D to condition on at once
-    :raises ValueError: for a non-positive rho2 or rows of the wrong width
+    :raises ValueError: for a non-positive rho2
+    :raises GPShapeError: for rows of the wrong width
     """
 
     def __init__(self, dim, rho2, conditioning=None):
@@ -38,19 +117,27 @@ class WeightSpaceGP:
             raise ValueError(f'rho2 must be > 0, got {rho2}')
         self.dim = int(dim)
         self.rho2 = float(rho2)
+        self.covariance = np.eye(self.dim)
+        self._precision_factor = None
+        """Lower Cholesky factor of P_D while it is known (from construction until a condition)."""
         if conditioning is not None and len(conditioning):
-            rows = self._rows(conditioning)
-            precision = np.eye(self.dim) + rows.T @ rows / self.rho2
-            self.covariance = cho_solve(cho_factor(precision, lower=True), np.eye(self.dim))
-            self.covariance = 0.5 * (self.covariance + self.covariance.T)
-        else:
-            self.covariance = np.eye(self.dim)
+            self._precision_factor = precision_factor(conditioning, self.dim, self.rho2)
+            covariance = cho_solve((self._precision_factor, True), np.eye(self.dim))
+            self.covariance = 0.5 * (covariance + covariance.T)
 
     def _rows(self, rows):
-        rows = np.asarray(rows, dtype=np.float64)
-        if rows.ndim != 2 or rows.shape[1] != self.dim:
-            raise ValueError(f'expected rows of shape (n, {self.dim}), got {rows.shape}')
-        return rows
+        return as_rows(rows, self.dim)
+
+    @property
+    def precision(self):
+        """
+        Posterior precision P_D = Sigma_D^-1 of the weights.
+
+        :return: (p, p) array
+        """
+        if self._precision_factor is not None:
+            return self._precision_factor @ self._precision_factor.T
+        return np.linalg.inv(self.covariance)
 
     def variance(self, targets):
         """
@@ -63,12 +150,10 @@ class WeightSpaceGP:
         return ((targets @ self.covariance) * targets).sum(axis=1)
 
     def _update_factors(self, candidates):
-        """Woodbury factors of conditioning on ``candidates``: (U, Cholesky of the m x m system)."""
+        """Woodbury factors of ``candidates``: U and the m x m system's Cholesky factor."""
         candidates = self._rows(candidates)
         u = candidates @ self.covariance
-        system = u @ candidates.T + self.rho2 * np.eye(len(candidates))
-        chol = np.linalg.cholesky(0.5 * (system + system.T))
-        return u, chol
+        return u, _cholesky(u @ candidates.T + self.rho2 * np.eye(len(candidates)))
 
     def variance_after(self, candidates, targets, prior_variance=None):
         """
@@ -82,7 +167,7 @@ class WeightSpaceGP:
         targets = self._rows(targets)
         before = self.variance(targets) if prior_variance is None else prior_variance
         if candidates is None or len(candidates) == 0:
-            return before.copy()
+            return np.array(before, dtype=np.float64)
         u, chol = self._update_factors(candidates)
         reduction = solve_triangular(chol, u @ targets.T, lower=True)
         return before - np.einsum('ij,ij->j', reduction, reduction)
@@ -100,12 +185,41 @@ class WeightSpaceGP:
         """
         targets = self._rows(targets)
         before = self.variance(targets) if prior_variance is None else prior_variance
-        after = self.variance_after(candidates, targets, before)
-        informative = before > VARIANCE_FLOOR
-        gain = np.zeros(len(targets))
-        gain[informative] = 0.5 * np.log(
-            before[informative] / np.maximum(after[informative], VARIANCE_FLOOR * 1e-3))
-        return np.maximum(gain, 0.0)
+        return information_gain(before, self.variance_after(candidates, targets, before))
+
+    def information_gains(self, blocks, targets, prior_variance=None):
+        """
+        Per-target information gain of each candidate block, all blocks at once.
+
+        The projections X' Sigma_D phi(x) of every block come from one matrix product (BLAS does
+        the heavy part in one call); each block then needs only its own m x m Cholesky solve.
+
+        :param blocks: list of (m_i, p) candidate rows (empty blocks gain nothing)
+        :param targets: (n, p) target rows
+        :param prior_variance: sigma_D^2 at the targets if already known
+        :return: (len(blocks), n) non-negative gains
+        """
+        targets = self._rows(targets)
+        before = self.variance(targets) if prior_variance is None else prior_variance
+        gains = np.zeros((len(blocks), len(targets)))
+        sizes = [len(b) for b in blocks]
+        if not sum(sizes) or not len(targets):
+            return gains
+        stacked = self._rows(np.concatenate([b for b in blocks if len(b)]))
+        projected = stacked @ self.covariance
+        reach = projected @ targets.T
+        start = 0
+        for index, size in enumerate(sizes):
+            if size == 0:
+                continue
+            rows = slice(start, start + size)
+            start += size
+            system = projected[rows] @ stacked[rows].T + self.rho2 * np.eye(size)
+            chol = np.linalg.cholesky(0.5 * (system + system.T))
+            reduction = solve_triangular(chol, reach[rows], lower=True)
+            reduction = np.einsum('ij,ij->j', reduction, reduction)
+            gains[index] = information_gain(before, before - reduction)
+        return gains
 
     def condition(self, rows):
         """
@@ -117,5 +231,116 @@ class WeightSpaceGP:
             return
         u, chol = self._update_factors(rows)
         half = solve_triangular(chol, u, lower=True)
-        self.covariance = self.covariance - half.T @ half
-        self.covariance = 0.5 * (self.covariance + self.covariance.T)
+        covariance = self.covariance - half.T @ half
+        self.covariance = 0.5 * (covariance + covariance.T)
+        self._precision_factor = None
+
+
+class FantasyPosterior:
+    """
+    Joint posterior covariances of candidate rows and target rows, for greedy fantasy conditioning.
+
+    Candidate i's m_i rows are zero-padded to m = max_i m_i rows; a zero row has zero covariance
+    with everything, so padding changes no gain and no update.  Under the posterior given D (and
+    the picks conditioned on so far) the object holds ``cross`` = Cov(candidate rows, target rows)
+    as (C, m, n), ``joint`` = Cov(candidate rows) as (C m, C m) and ``variance`` = Var(target rows)
+    as (n,).  Building it costs a p x p Cholesky factor, one triangular solve of the targets with
+    it and one (C m) x p x n matrix product; scoring all candidates applies a batch of m x m
+    Cholesky factors to ``cross``; conditioning on a pick is a rank-m update.  Memory: about
+    8 C m (n + C m) bytes.
+
+    :param blocks: list of C arrays (m_i, p), the fantasised rows of each candidate (m_i may be 0)
+    :param targets: (n, p) target rows
+    :param conditioning: (k, p) rows of D (may have zero rows)
+    :param rho2: observation noise variance rho^2 (> 0)
+    :param chunk_rows: target rows scored per batch (bounds scratch memory of :meth:`all_gains`)
+    :raises ValueError: for a non-positive rho2 or chunk_rows
+    :raises GPShapeError: for rows of the wrong width
+    """
+
+    def __init__(self, blocks, targets, conditioning, rho2, chunk_rows=4096):
+        targets = np.asarray(targets, dtype=np.float64)
+        if targets.ndim != 2:
+            raise GPShapeError(f'targets must be (n, p), got {targets.shape}')
+        if chunk_rows < 1:
+            raise ValueError(f'chunk_rows must be >= 1, got {chunk_rows}')
+        dim = targets.shape[1]
+        factor = precision_factor(conditioning, dim, rho2)
+        self.rho2 = float(rho2)
+        self.chunk_rows = int(chunk_rows)
+        blocks = [as_rows(b, dim) for b in blocks]
+        self.count = len(blocks)
+        self.rows_per_block = max((len(b) for b in blocks), default=0)
+        padded = np.zeros((self.count, self.rows_per_block, dim))
+        for index, block in enumerate(blocks):
+            padded[index, :len(block)] = block
+        candidates = padded.reshape(-1, dim)
+        if factor is None:
+            self.variance = np.einsum('ij,ij->i', targets, targets)
+            projected = candidates
+        else:
+            # Var = ||L^-1 phi||^2 by one triangular solve; Cov(candidates, .) through X' Sigma_D.
+            solved = solve_triangular(factor, targets.T, lower=True, check_finite=False)
+            self.variance = np.einsum('ij,ij->j', solved, solved)
+            del solved
+            covariance = cho_solve((factor, True), np.eye(dim), check_finite=False)
+            projected = candidates @ (0.5 * (covariance + covariance.T))
+        self.cross = (projected @ targets.T).reshape(self.count, self.rows_per_block, len(targets))
+        self.joint = projected @ candidates.T
+        self.joint = 0.5 * (self.joint + self.joint.T)
+
+    def _inverse_factors(self, indices):
+        """Inverse lower Cholesky factors of rho^2 I + Cov(block) of candidates, (len, m, m)."""
+        m = self.rows_per_block
+        joint = self.joint.reshape(self.count, m, self.count, m)[indices, :, indices, :]
+        chol = np.linalg.cholesky(joint + self.rho2 * np.eye(m))
+        return np.linalg.inv(chol)
+
+    def all_gains(self):
+        """
+        Per-target information gain of conditioning on each candidate's rows alone.
+
+        :return: (C, n) non-negative gains (rows of candidates without rows are 0)
+        """
+        n = len(self.variance)
+        gains = np.zeros((self.count, n))
+        if self.rows_per_block == 0 or self.count == 0:
+            return gains
+        inverse = self._inverse_factors(np.arange(self.count))
+        for start in range(0, n, self.chunk_rows):
+            part = slice(start, min(start + self.chunk_rows, n))
+            solved = np.matmul(inverse, self.cross[:, :, part])
+            reduction = np.einsum('cij,cij->cj', solved, solved)
+            before = np.broadcast_to(self.variance[part], reduction.shape)
+            gains[:, part] = information_gain(before, before - reduction)
+        return gains
+
+    def gains(self, index):
+        """
+        Per-target information gain of conditioning on candidate ``index``'s rows.
+
+        :param index: position of the candidate in ``blocks``
+        :return: (n,) non-negative gains (all 0 for a candidate without rows)
+        """
+        if self.rows_per_block == 0:
+            return np.zeros(len(self.variance))
+        solved = self._inverse_factors([index])[0] @ self.cross[index]
+        reduction = np.einsum('ij,ij->j', solved, solved)
+        return information_gain(self.variance, self.variance - reduction)
+
+    def condition(self, index):
+        """
+        Condition on candidate ``index``'s rows as if they had been demonstrated (rank-m update).
+
+        :param index: position of the candidate in ``blocks``
+        """
+        m = self.rows_per_block
+        if m == 0:
+            return
+        inverse = self._inverse_factors([index])[0]
+        solved = inverse @ self.cross[index]
+        coupling = inverse @ self.joint[index * m:(index + 1) * m]
+        self.variance = np.maximum(self.variance - np.einsum('ij,ij->j', solved, solved), 0.0)
+        self.cross -= (coupling.T @ solved).reshape(self.cross.shape)
+        self.joint -= coupling.T @ coupling
+        self.joint = 0.5 * (self.joint + self.joint.T)

@@ -1,6 +1,6 @@
 """Baseline strategies behind the AMF interface: determinism, cycling, rebalancing, skipping."""
 
-from active_finetune.amf.baselines import STRATEGY_NAMES, make_strategy
+from active_finetune.amf.baselines import make_strategy, STRATEGY_NAMES
 from active_finetune.amf.selection import SelectionError
 import pytest
 
@@ -55,3 +55,30 @@ def test_amf_needs_embeddings_and_unknown_names_are_refused():
         make_strategy('random', TASKS)
     with pytest.raises(SelectionError):
         make_strategy('uniform', TASKS).select([], {}, 1)
+
+
+def test_uniform_depends_only_on_seed_and_call_count():
+    first, second = (make_strategy('uniform', TASKS, seed=7) for _ in range(2))
+    calls_first = [first.select(list(TASKS), {}, 5).chosen for _ in range(3)]
+    calls_second = [second.select(list(TASKS), {}, 5).chosen for _ in range(3)]
+    assert calls_first == calls_second
+    assert calls_first[0] != calls_first[1] or calls_first[1] != calls_first[2]
+
+
+def test_privileged_rebalancing_reaches_equal_totals():
+    pretraining = {'a-v3': 6, 'b-v3': 4, 'c-v3': 2, 'd-v3': 0}
+    strategy = make_strategy('privileged_rebalancing', TASKS, pretraining_counts=pretraining)
+    counts = dict.fromkeys(TASKS, 0)
+    for _ in range(3):
+        for task in strategy.select(list(TASKS), counts, 4).chosen:
+            counts[task] += 1
+    totals = {t: pretraining[t] + counts[t] for t in TASKS}
+    assert set(totals.values()) == {6} and counts['a-v3'] == 0
+    assert strategy.select(list(TASKS), counts, 1).scores[0] == {t: -6.0 for t in TASKS}
+
+
+def test_round_robin_scores_mark_the_next_task():
+    strategy = make_strategy('round_robin', TASKS)
+    result = strategy.select(list(TASKS), {}, 2)
+    assert result.scores[0] == {'a-v3': 1.0, 'b-v3': 0.0, 'c-v3': 0.0, 'd-v3': 0.0}
+    assert result.scores[1]['b-v3'] == 1.0 and result.terms == []

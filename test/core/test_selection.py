@@ -1,13 +1,20 @@
-"""AMF selection: weight-space GP against a brute-force kernel GP, monotonicity, invariances, edge cases."""
+"""AMF selection: weight-space GP against a brute-force kernel GP, invariances, edge cases."""
 
-from active_finetune.amf.gp import WeightSpaceGP
-from active_finetune.amf.selection import SelectionError, SelectionInputs, amf_select
+import json
+
+from active_finetune.amf.active_loop import LoopConfig, select_next_tasks
+from active_finetune.amf.baselines import make_strategy
+from active_finetune.amf.gp import FantasyPosterior, WeightSpaceGP
+from active_finetune.amf.selection import amf_select, SelectionError, SelectionInputs
+from active_finetune.data.episode import Episode
+from active_finetune.policy.model import PolicyConfig, TaskPolicy
 import numpy as np
 import pytest
+import torch
 
 
 def kernel_space_variance(demos, targets, rho2):
-    """sigma^2(x) = k(x,x) - k(x,D) (K_DD + rho2 I)^-1 k(D,x) with k(x,x') = x.x' (explicit Gram)."""
+    """Return k(x,x) - k(x,D) (K_DD + rho2 I)^-1 k(D,x) for k(x,x') = x.x' (explicit Gram)."""
     if len(demos) == 0:
         return np.einsum('ij,ij->i', targets, targets)
     gram = demos @ demos.T + rho2 * np.eye(len(demos))
@@ -18,7 +25,8 @@ def kernel_space_variance(demos, targets, rho2):
 
 def random_problem(rng, tasks=4, dim=6, per_task=5, demos=3):
     names = [f'task-{i}' for i in range(tasks)]
-    targets = {t: (rng.normal(size=(per_task, dim)), rng.uniform(0.1, 1.0, per_task)) for t in names}
+    targets = {t: (rng.normal(size=(per_task, dim)), rng.uniform(0.1, 1.0, per_task))
+               for t in names}
     candidates = {t: rng.normal(size=(3, dim)) for t in names}
     return SelectionInputs(targets=targets, candidates=candidates,
                            demos=rng.normal(size=(demos, dim)), rho2=0.5)
@@ -112,8 +120,9 @@ def test_zero_embeddings_give_zero_scores_and_a_defined_choice():
     inputs = SelectionInputs(targets, {t: np.zeros((2, 3)) for t in targets}, np.zeros((0, 3)))
     result = amf_select(list(targets), {'a-task': 2, 'b-task': 0, 'c-task': 1}, 2, inputs)
     assert all(v == 0.0 for v in result.scores[0].values())
-    assert result.chosen == ['b-task', 'b-task'] or result.chosen == ['b-task', 'c-task']
     assert result.chosen[0] == 'b-task', 'ties go to the least-demonstrated task'
+    assert result.chosen[1] == 'b-task', 'then to the earliest task (b and c both have 1 now)'
+    assert amf_select(['c-task', 'a-task', 'b-task'], {}, 1, inputs).chosen == ['c-task']
 
 
 def test_one_task_no_demos_and_empty_candidates():
@@ -124,7 +133,8 @@ def test_one_task_no_demos_and_empty_candidates():
     assert result.chosen == ['only', 'only'] and result.scores[0]['only'] == 0.0
 
 
-@pytest.mark.parametrize('bad', ['nan_target', 'nan_demo', 'negative_weight', 'dims', 'mu', 'rho2'])
+@pytest.mark.parametrize(
+    'bad', ['nan_target', 'nan_demo', 'negative_weight', 'dims', 'mu', 'rho2'])
 def test_bad_inputs_raise_a_clear_error(bad):
     rng = np.random.default_rng(0)
     phi = rng.normal(size=(3, 4))
@@ -144,3 +154,129 @@ def test_bad_inputs_raise_a_clear_error(bad):
         kwargs['rho2'] = 0.0
     with pytest.raises(SelectionError):
         SelectionInputs(**kwargs)
+
+
+def test_batched_gains_equal_one_candidate_at_a_time():
+    rng = np.random.default_rng(9)
+    gp = WeightSpaceGP(6, 0.4, rng.normal(size=(5, 6)))
+    targets = rng.normal(size=(20, 6))
+    blocks = [rng.normal(size=(3, 6)), np.zeros((0, 6)), rng.normal(size=(2, 6))]
+    batched = gp.information_gains(blocks, targets)
+    for block, row in zip(blocks, batched):
+        expected = gp.information_gain(block, targets) if len(block) else np.zeros(len(targets))
+        np.testing.assert_allclose(row, expected, atol=1e-10)
+
+
+def padded_problem(rng, dim=5):
+    """Return candidate blocks of uneven sizes (one empty), targets and demos."""
+    blocks = [rng.normal(size=(3, dim)), np.zeros((0, dim)), rng.normal(size=(1, dim)),
+              rng.normal(size=(2, dim))]
+    return blocks, rng.normal(size=(9, dim)), rng.normal(size=(4, dim))
+
+
+@pytest.mark.parametrize('with_demos', [True, False])
+def test_fantasy_posterior_gains_match_the_reference_gp(with_demos):
+    rng = np.random.default_rng(21)
+    blocks, targets, demos = padded_problem(rng)
+    demos = demos if with_demos else np.zeros((0, 5))
+    posterior = FantasyPosterior(blocks, targets, demos, 0.6, chunk_rows=4)
+    reference = WeightSpaceGP(5, 0.6, demos)
+    np.testing.assert_allclose(posterior.variance, reference.variance(targets), atol=1e-10)
+    all_gains = posterior.all_gains()
+    for index, block in enumerate(blocks):
+        expected = reference.information_gain(block, targets)
+        np.testing.assert_allclose(all_gains[index], expected, atol=1e-10)
+        np.testing.assert_allclose(posterior.gains(index), expected, atol=1e-10)
+    assert np.all(all_gains[1] == 0.0), 'a candidate without rows gains nothing'
+
+
+def test_fantasy_conditioning_equals_recomputation_from_scratch():
+    rng = np.random.default_rng(8)
+    blocks, targets, demos = padded_problem(rng)
+    updated = FantasyPosterior(blocks, targets, demos, 0.6)
+    updated.condition(0)
+    updated.condition(2)
+    updated.condition(1)
+    fresh = FantasyPosterior(blocks, targets, np.concatenate([demos, blocks[0], blocks[2]]), 0.6)
+    np.testing.assert_allclose(updated.variance, fresh.variance, atol=1e-10)
+    np.testing.assert_allclose(updated.cross, fresh.cross, atol=1e-10)
+    np.testing.assert_allclose(updated.joint, fresh.joint, atol=1e-10)
+    np.testing.assert_allclose(updated.all_gains(), fresh.all_gains(), atol=1e-9)
+
+
+def test_later_greedy_picks_match_brute_force_after_appending_earlier_picks():
+    rng = np.random.default_rng(13)
+    inputs = random_problem(rng, tasks=4)
+    result = amf_select(list(inputs.targets), {}, 3, inputs)
+    demos = inputs.demos
+    for step, pick in enumerate(result.chosen):
+        for cand in inputs.targets:
+            total = 0.0
+            for task, (phi, w) in inputs.targets.items():
+                before = kernel_space_variance(demos, phi, inputs.rho2)
+                after = kernel_space_variance(np.concatenate([demos, inputs.candidates[cand]]),
+                                              phi, inputs.rho2)
+                total += 0.25 * np.sum(w / w.sum() * 0.5 * np.log(before / after))
+            assert result.scores[step][cand] == pytest.approx(total, abs=1e-6)
+        assert result.scores[step][pick] == max(result.scores[step].values())
+        demos = np.concatenate([demos, inputs.candidates[pick]])
+
+
+def test_target_weights_mu_scale_the_terms():
+    rng = np.random.default_rng(6)
+    base = random_problem(rng, tasks=3)
+    mu = {'task-0': 3.0, 'task-1': 1.0, 'task-2': 0.0}
+    weighted = SelectionInputs(base.targets, base.candidates, base.demos, mu, base.rho2)
+    uniform = amf_select(list(base.targets), {}, 1, base).terms[0]
+    terms = amf_select(list(base.targets), {}, 1, weighted).terms[0]
+    for cand in base.targets:
+        assert terms[cand]['task-2'] == 0.0
+        assert terms[cand]['task-0'] == pytest.approx(uniform[cand]['task-0'] * 0.75 * 3, rel=1e-9)
+        assert terms[cand]['task-1'] == pytest.approx(uniform[cand]['task-1'] * 0.25 * 3, rel=1e-9)
+
+
+def test_arrays_without_rows_may_have_any_width_and_scores_are_json_ready():
+    rng = np.random.default_rng(1)
+    targets = {'a': (rng.normal(size=(4, 3)), np.ones(4)), 'b': (np.zeros((0, 0)), np.zeros(0))}
+    candidates = {'a': np.zeros((0, 0)), 'b': rng.normal(size=(2, 3))}
+    inputs = SelectionInputs(targets, candidates, np.zeros((0, 7)))
+    assert inputs.dim == 3 and inputs.demos.shape == (0, 3)
+    result = make_strategy('amf', ['a', 'b']).select(['a', 'b'], {}, 2, inputs)
+    assert result.scores[0]['a'] == 0.0 and result.scores[0]['b'] > 0.0
+    assert result.chosen[0] == 'b' and result.to_dict()['strategy'] == 'amf'
+    assert all(np.isfinite(v) for step in result.scores for v in step.values())
+
+
+def test_select_next_tasks_with_a_real_policy_gives_a_json_ready_batch():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tasks = ('reach-v3', 'push-v3', 'door-open-v3')
+    policy = TaskPolicy(PolicyConfig(tasks=tasks, observation='state', hidden_dim=16,
+                                     feature_dim=8))
+    rng = np.random.default_rng(0)
+
+    def episode(task):
+        states = rng.normal(size=(20, 39)).astype(np.float32)
+        return Episode(task=task, proprio=states[:, :4], actions=np.tanh(states[:, 4:8]),
+                       states=states)
+
+    demos = [episode('reach-v3'), episode('reach-v3')]
+    rollouts = {t: [episode(t)] for t in tasks}
+    strategy = make_strategy('amf', tasks)
+    result = select_next_tasks(strategy, policy, tasks, demos, rollouts,
+                               LoopConfig(demos_per_round=3), round_index=1)
+    assert len(result.chosen) == 3 and set(result.chosen) <= set(tasks)
+    assert all(np.isfinite(v) and v >= 0 for step in result.scores for v in step.values())
+    assert json.loads(json.dumps(result.to_dict()))['chosen'] == result.chosen
+
+
+def test_posterior_precision_and_covariance_are_inverse_and_match_the_definition():
+    rng = np.random.default_rng(17)
+    demos = rng.normal(size=(6, 4))
+    gp = WeightSpaceGP(4, 0.25, demos)
+    np.testing.assert_allclose(gp.precision, np.eye(4) + demos.T @ demos / 0.25, atol=1e-9)
+    np.testing.assert_allclose(gp.precision @ gp.covariance, np.eye(4), atol=1e-9)
+    gp.condition(rng.normal(size=(2, 4)))
+    np.testing.assert_allclose(gp.precision @ gp.covariance, np.eye(4), atol=1e-9)
+    with pytest.raises(ValueError, match='rho2'):
+        WeightSpaceGP(4, -1.0)
