@@ -1,3 +1,3 @@
-"""Active multi-task fine-tuning (AMF) of camera-based robot policies, with ROS 2 nodes around it."""
+"""Active multi-task fine-tuning (AMF) of camera-based robot policies, with ROS 2 nodes."""
 
 __version__ = '0.1.0'

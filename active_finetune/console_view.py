@@ -595,7 +595,7 @@ def _tasks_panel(state):
         colour = 'bright_yellow' if is_chosen else ('cyan' if task in this_round else 'blue')
         fraction = _bar_fraction(score, low, high)
         bar = Text('') if fraction is None else Bar(size=1.0, begin=0.0, end=fraction,
-                                                     color=colour)
+                                                    color=colour)
         marker = '>' if is_chosen else ('+' if task in this_round else '')
         table.add_row(marker, task, bar, _score_text(score),
                       str(counts[task]) if task in counts else '-',

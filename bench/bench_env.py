@@ -55,9 +55,11 @@ def steps_per_second(image_size, steps, max_steps):
 
 def main(argv=None):
     """Run the benchmark and write results/bench_env.json."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--steps', type=int, default=600)
-    parser.add_argument('--image-sizes', default='0,64,96,224', help='0 = state only (no rendering)')
+    parser.add_argument('--image-sizes', default='0,64,96,224',
+                        help='0 = state only (no rendering)')
     parser.add_argument('--out', default=str(Path(__file__).resolve().parents[1] / 'results' /
                                              'bench_env.json'))
     args = parser.parse_args(argv)
@@ -67,7 +69,8 @@ def main(argv=None):
         rows.append({'image_size': size, 'rendering': size > 0, 'steps_per_s': round(rate, 1)})
         label = f'{size}x{size} image' if size else 'state only'
         print(f'{label:>14s}: {rate:8.1f} steps/s')
-    result = {'command': 'bench/bench_env.py ' + ' '.join(sys.argv[1:] if argv is None else argv), 'steps': args.steps,
+    result = {'command': 'bench/bench_env.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
+              'steps': args.steps,
               'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(),
                           'mujoco_gl': os.environ.get('MUJOCO_GL')},
               'rows': rows}

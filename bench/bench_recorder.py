@@ -1,5 +1,5 @@
 """
-Recording core throughput: 30 Hz 640x480 frames + 100 Hz joint states (+ pose, teleop) for N seconds.
+Recording core throughput: 30 Hz 640x480 frames + 100 Hz joint states (+ pose, teleop) for N s.
 
 Feeds :class:`active_finetune.data.recorder.EpisodeRecorder` in real time from one thread (no DDS),
 as the node's subscriptions would, then stops, saves and loads the episode back.  Reports samples

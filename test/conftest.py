@@ -8,7 +8,8 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 
 
 def pytest_addoption(parser):
-    parser.addoption('--runslow', action='store_true', default=False, help='also run tests marked slow')
+    parser.addoption('--runslow', action='store_true', default=False,
+                     help='also run tests marked slow')
 
 
 def pytest_configure(config):

@@ -1,5 +1,7 @@
 """
-The active fine-tuning loop in simulation (ROS-free): select -> demonstrate -> fine-tune -> evaluate.
+The active fine-tuning loop in simulation (ROS-free).
+
+Select -> demonstrate -> fine-tune -> evaluate.
 
 The offline experiment and the README's demo use it directly; the ROS nodes use its pieces
 (:func:`select_next_tasks`, :func:`~active_finetune.training.bc.train_bc`) over real topics.
@@ -9,13 +11,11 @@ from dataclasses import dataclass, field
 import logging
 import time
 
-import numpy as np
-
-from active_finetune.amf.targets import TargetConfig, build_embeddings
+from active_finetune.amf.targets import build_embeddings, TargetConfig
 from active_finetune.policy.runner import PolicyRunner
 from active_finetune.sim.rollouts import (
-    PURPOSE_TARGET, collect_demos, evaluate_policy)
-from active_finetune.training.bc import DemoDataset, TrainConfig, train_bc
+    collect_demos, evaluate_policy, PURPOSE_TARGET)
+from active_finetune.training.bc import DemoDataset, train_bc, TrainConfig
 
 _LOG = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def select_next_tasks(strategy, policy, tasks, demos, rollouts, config, pretrain
     :return: a SelectionResult
     """
     from active_finetune.amf.selection import SelectionInputs
-    counts = demo_counts if demo_counts is not None else {t: 0 for t in tasks}
+    counts = demo_counts if demo_counts is not None else dict.fromkeys(tasks, 0)
     if demo_counts is None:
         for e in demos:
             counts[e.task] = counts.get(e.task, 0) + 1
@@ -75,12 +75,13 @@ def select_next_tasks(strategy, policy, tasks, demos, rollouts, config, pretrain
     if strategy.needs_embeddings:
         from dataclasses import replace
         target_config = replace(config.targets, seed=config.seed * 1000 + round_index)
-        emb = build_embeddings(PolicyRunner(policy), tasks, demos, rollouts, target_config, pretraining)
+        emb = build_embeddings(PolicyRunner(policy), tasks, demos, rollouts, target_config,
+                               pretraining)
         inputs = SelectionInputs(
             targets=emb['targets'], candidates=emb['candidates'], demos=emb['demos'],
             target_weights=config.target_weights, rho2=config.rho2)
-    return strategy.select(tasks=list(tasks), demo_counts=counts, batch_size=config.demos_per_round,
-                           inputs=inputs)
+    return strategy.select(tasks=list(tasks), demo_counts=counts,
+                           batch_size=config.demos_per_round, inputs=inputs)
 
 
 class ActiveFinetuningLoop:
@@ -107,7 +108,7 @@ class ActiveFinetuningLoop:
         self.workers = workers
         self.progress = progress
         self.demos = []
-        self.counts = {t: 0 for t in self.tasks}
+        self.counts = dict.fromkeys(self.tasks, 0)
         self.strategy = make_strategy(config.strategy, tasks=self.tasks, seed=config.seed,
                                       pretraining_counts=pretraining_counts or {})
         self.round = 0

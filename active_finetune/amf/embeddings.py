@@ -1,9 +1,12 @@
-"""Embeddings phi(s, c) of the policy for AMF's linear-kernel GP: loss gradients or last-layer features."""
+"""
+Embeddings phi(s, c) of the policy for AMF's linear-kernel GP.
 
-import numpy as np
-import torch
+Either loss gradients or last-layer features.
+"""
 
 from active_finetune.policy.model import gaussian_nll
+import numpy as np
+import torch
 
 EMBEDDINGS = ('loss_gradient', 'features')
 
@@ -49,7 +52,8 @@ class StateRows:
         """
         def take(a):
             return None if a is None else a[idx]
-        return StateRows(self.proprio[idx], take(self.images), take(self.states), take(self.actions))
+        return StateRows(self.proprio[idx], take(self.images), take(self.states),
+                         take(self.actions))
 
 
 def subsample_episode(episode, count, rng):
@@ -77,7 +81,8 @@ def _batches(runner, task, rows, batch_size):
     task_id = runner.config.task_id(task)
     for start in range(0, len(rows), batch_size):
         part = rows.subset(np.arange(start, min(start + batch_size, len(rows))))
-        yield part, runner.make_batch(np.full(len(part), task_id), part.proprio, part.images, part.states)
+        yield part, runner.make_batch(np.full(len(part), task_id), part.proprio, part.images,
+                                      part.states)
 
 
 def embed(runner, task, rows, kind='loss_gradient', batch_size=256):
@@ -110,7 +115,7 @@ def embed(runner, task, rows, kind='loss_gradient', batch_size=256):
 
 def action_log_likelihood(runner, task, rows, batch_size=256):
     """
-    log pi(a | s, c) of the recorded actions under the policy for ``task``.
+    Log pi(a | s, c) of the recorded actions under the policy for ``task``.
 
     :param runner: a :class:`PolicyRunner`
     :param task: task name
@@ -132,7 +137,8 @@ def importance_weights(log_ratios, max_weight=0.5):
     Self-normalised, clipped importance weights from per-trajectory log likelihood ratios.
 
     :param log_ratios: (K,) sum_t log pi(a_t|s_t,c) - log pi(a_t|s_t,c_i), one per trajectory
-    :param max_weight: largest share one trajectory may take after normalisation (then renormalised)
+    :param max_weight: largest share one trajectory may take after normalisation (then
+        renormalised)
     :return: (K,) non-negative weights summing to 1 (empty input -> empty output)
     :raises ValueError: if a ratio is NaN
     """

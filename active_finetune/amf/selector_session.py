@@ -14,7 +14,8 @@ from active_finetune.amf.baselines import make_strategy
 
 _LOG = logging.getLogger(__name__)
 
-SELECTOR_STRATEGIES = ('amf', 'uniform', 'round_robin', 'least_demonstrated', 'privileged_rebalancing')
+SELECTOR_STRATEGIES = ('amf', 'uniform', 'round_robin', 'least_demonstrated',
+                       'privileged_rebalancing')
 
 
 @dataclass(frozen=True)
@@ -40,27 +41,32 @@ class SelectorSettings:
     candidate_states: int = field(default=30, metadata={
         'description': 'fantasised demo states per candidate task (count)', 'range': (1, 100000)})
     sim_rollouts_per_task: int = field(default=0, metadata={
-        'description': 'current-policy rollouts per task in the ROS-free simulator as target states '
-                       '(simulation setups only; 0 on a robot)', 'range': (0, 100)})
+        'description': 'current-policy rollouts per task in the ROS-free simulator as target '
+                       'states (simulation setups only; 0 on a robot)', 'range': (0, 100)})
     sim_rollout_max_steps: int = field(default=100, metadata={
         'description': 'horizon of those rollouts (control steps)', 'range': (1, 10000)})
     dataset_dir: str = field(default='data/episodes', metadata={
-        'description': 'directory of recorded episodes (shared with the recorder)', 'read_only': True})
+        'description': 'directory of recorded episodes (shared with the recorder)',
+        'read_only': True})
     checkpoint_path: str = field(default='checkpoints/pretrained_mt10_skewed', metadata={
-        'description': 'checkpoint to score with until trainer/checkpoint announces one', 'read_only': True})
+        'description': 'checkpoint to score with until trainer/checkpoint announces one',
+        'read_only': True})
     target_tasks: tuple = field(default=('',), metadata={
         'description': "target tasks mu (uniform weight); [''] means every task of the policy"})
-    seed: int = field(default=0, metadata={'description': 'seed of random strategies and subsampling'})
+    seed: int = field(default=0, metadata={
+        'description': 'seed of random strategies and subsampling'})
 
     def __post_init__(self):
         if self.strategy not in SELECTOR_STRATEGIES:
-            raise ValueError(f'strategy must be one of {SELECTOR_STRATEGIES}, got {self.strategy!r}')
+            raise ValueError(f'strategy must be one of {SELECTOR_STRATEGIES}, '
+                             f'got {self.strategy!r}')
         if self.embedding not in ('loss_gradient', 'features'):
-            raise ValueError(f"embedding must be 'loss_gradient' or 'features', got {self.embedding!r}")
+            raise ValueError(f"embedding must be 'loss_gradient' or 'features', "
+                             f'got {self.embedding!r}')
 
     def loop_config(self, tasks):
         """
-        The AMF settings as a :class:`LoopConfig`.
+        Return the AMF settings as a :class:`LoopConfig`.
 
         :param tasks: the policy's tasks
         :return: LoopConfig
@@ -74,9 +80,10 @@ class SelectorSettings:
         return LoopConfig(
             strategy=self.strategy, budget=self.budget, demos_per_round=self.demos_per_round,
             rho2=self.rho2, target_weights=mu, seed=self.seed,
-            targets=TargetConfig(embedding=self.embedding, states_per_trajectory=self.states_per_trajectory,
-                                 candidate_states=self.candidate_states, condition_on_pretraining=False,
-                                 seed=self.seed))
+            targets=TargetConfig(embedding=self.embedding,
+                                 states_per_trajectory=self.states_per_trajectory,
+                                 candidate_states=self.candidate_states,
+                                 condition_on_pretraining=False, seed=self.seed))
 
 
 class SelectorSession:
@@ -124,7 +131,7 @@ class SelectorSession:
         :return: JSON-serialisable dict
         """
         t0 = time.perf_counter()
-        counts = {t: 0 for t in self.tasks}
+        counts = dict.fromkeys(self.tasks, 0)
         for e in demos:
             counts[e.task] = counts.get(e.task, 0) + 1
         used = len(demos)
@@ -134,8 +141,9 @@ class SelectorSession:
         since = used - trained_on
         round_index = trained_on // self.settings.demos_per_round
         payload = {'strategy': self.settings.strategy, 'budget': self.settings.budget,
-                   'demos_used': used, 'budget_remaining': max(0, remaining), 'demo_counts': counts,
-                   'policy_version': policy_version, 'round': round_index, 'skipped': list(self.skipped),
+                   'demos_used': used, 'budget_remaining': max(0, remaining),
+                   'demo_counts': counts, 'policy_version': policy_version, 'round': round_index,
+                   'skipped': list(self.skipped),
                    'task': '', 'tasks_this_round': [], 'scores': {}, 'terms': {}, 'done': False}
         if remaining <= 0:
             payload.update(done=True, reason=f'budget of {self.settings.budget} demos spent')
@@ -143,7 +151,8 @@ class SelectorSession:
             payload['reason'] = (f'{since} demos since checkpoint version {policy_version}: '
                                  f'waiting for the fine-tuned checkpoint')
         else:
-            left_in_round = min(remaining, self.settings.demos_per_round - since % self.settings.demos_per_round)
+            left_in_round = min(remaining, self.settings.demos_per_round
+                                - since % self.settings.demos_per_round)
             result = self._select(policy, demos, rollouts, counts, left_in_round, round_index)
             payload.update(task=result['chosen'][0], tasks_this_round=result['chosen'],
                            scores=result['scores'], terms=result.get('terms', {}),
@@ -163,12 +172,13 @@ class SelectorSession:
         strategy = self.strategy
         reason = f'{self.settings.strategy} selection'
         if strategy.needs_embeddings and not have_targets:
-            strategy = make_strategy('least_demonstrated', tasks=self.tasks, seed=self.settings.seed,
-                                     pretraining_counts={})
+            strategy = make_strategy('least_demonstrated', tasks=self.tasks,
+                                     seed=self.settings.seed, pretraining_counts={})
             reason = 'no target states yet (no demos, no rollouts): least demonstrated task'
         config = replace(self.loop_config, demos_per_round=batch)
         result = select_next_tasks(strategy, policy, allowed, demos, rollouts, config,
-                                   demo_counts={t: counts[t] for t in allowed}, round_index=round_index)
+                                   demo_counts={t: counts[t] for t in allowed},
+                                   round_index=round_index)
         out = result.to_dict()
         scores = out['scores'][0] if isinstance(out.get('scores'), list) else out.get('scores', {})
         terms = out.get('terms', {})

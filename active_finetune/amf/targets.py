@@ -12,10 +12,9 @@ fantasised demo states X' of a candidate task c'.
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from active_finetune.amf.embeddings import (
-    EMBEDDINGS, StateRows, action_log_likelihood, embed, importance_weights, subsample_episode)
+    action_log_likelihood, embed, EMBEDDINGS, importance_weights, StateRows, subsample_episode)
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,10 @@ class TargetConfig:
     candidate_states: int = 30
     """Fantasised demo states per candidate task (m)."""
     demo_target_share: float = 0.5
-    """Share of a task's target mass given to importance-weighted demo states when rollouts exist."""
+    """
+    Share of a task's target mass given to importance-weighted demo states when rollouts
+    exist.
+    """
     max_importance_weight: float = 0.5
     """Clip on one trajectory's self-normalised importance weight."""
     condition_on_pretraining: bool = True
@@ -44,7 +46,8 @@ class TargetConfig:
         if not 0.0 <= self.demo_target_share <= 1.0:
             raise ValueError(f'demo_target_share must be in [0, 1], got {self.demo_target_share}')
         if not 0.0 < self.max_importance_weight <= 1.0:
-            raise ValueError(f'max_importance_weight must be in (0, 1], got {self.max_importance_weight}')
+            raise ValueError(f'max_importance_weight must be in (0, 1], '
+                             f'got {self.max_importance_weight}')
 
 
 @dataclass
@@ -145,12 +148,14 @@ def build_embeddings(runner, tasks, demos, rollouts, config, pretraining=()):
         candidates[task] = embed(runner, task, sample_candidates(s, config.candidate_states, rng),
                                  config.embedding)
     conditioning = list(demos) + (list(pretraining) if config.condition_on_pretraining else [])
-    phis = [embed(runner, e.task, subsample_episode(e, config.states_per_trajectory, rng), config.embedding)
+    phis = [embed(runner, e.task, subsample_episode(e, config.states_per_trajectory, rng),
+                  config.embedding)
             for e in conditioning]
     dim = next(iter(targets.values()))[0].shape[1]
     demo_phi = np.concatenate(phis) if phis else np.zeros((0, dim))
-    # One global scale so that rho2 is relative to a typical target embedding (mean squared norm 1);
-    # a common factor leaves the ranking of tasks to the GP, not to the network's raw scale.
+    # One global scale so that rho2 is relative to a typical target embedding (mean squared
+    # norm 1); a common factor leaves the ranking of tasks to the GP, not to the network's raw
+    # scale.
     all_targets = np.concatenate([phi for phi, _ in targets.values()])
     sq = (all_targets ** 2).sum(1).mean() if len(all_targets) else 0.0
     scale = 1.0 / np.sqrt(sq) if sq > 0 else 1.0

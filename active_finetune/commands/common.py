@@ -5,9 +5,8 @@ import os
 from pathlib import Path
 import sys
 
-import yaml
-
 from active_finetune.sim.metaworld_env import MT10_TASKS, validate_tasks
+import yaml
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,9 +2,9 @@
 The main job: the full active fine-tuning loop in simulation, through real ROS 2 topics.
 
 Starts the sim graph (simulation bridge with a scripted operator, command mux, policy node, task
-selector, demo recorder, trainer) with the project runner, watches the operator/trainer topics, prints
-one line per round, and ends with per-task success before and after fine-tuning, a JSON record and a
-plot.  Uses the shipped pretrained checkpoint.
+selector, demo recorder, trainer) with the project runner, watches the operator/trainer topics,
+prints one line per round, and ends with per-task success before and after fine-tuning, a JSON
+record and a plot.  Uses the shipped pretrained checkpoint.
 """
 
 import argparse
@@ -15,11 +15,10 @@ import random
 import threading
 import time
 
-from rich.console import Console
-
 from active_finetune.atomic_io import atomic_write_bytes
 from active_finetune.commands.common import PACKAGE_ROOT, setup_cli
 from active_finetune.commands.evaluate import success_table
+from rich.console import Console
 
 DEFAULT_CHECKPOINT = PACKAGE_ROOT / 'checkpoints' / 'pretrained_mt10_skewed'
 
@@ -66,8 +65,10 @@ class LoopMonitor:
             used = ckpt.get('demos_used', '?')
             chosen = [s for s in self.suggestions.values()
                       if s.get('policy_version') == version - 1]
-            tasks = ', '.join(f'{s["task"]} ({s["scores"].get(s["task"], 0.0):.3f})' for s in chosen)
-            per_task = ' '.join(f'{t.split("-v3")[0]}={v:.2f}' for t, v in payload['success'].items())
+            tasks = ', '.join(f'{s["task"]} ({s["scores"].get(s["task"], 0.0):.3f})'
+                              for s in chosen)
+            per_task = ' '.join(f'{t.split("-v3")[0]}={v:.2f}'
+                                for t, v in payload['success'].items())
             self.console.print(
                 f'[bold]round {version}[/]: demos {tasks or "?"} | demos used {used} | '
                 f'checkpoint v{version} | mean success {payload["mean"]:.2f} | {per_task}')
@@ -91,7 +92,8 @@ def _make_monitor_node(monitor):
                                    ('trainer/checkpoint', monitor.on_checkpoint),
                                    ('trainer/evaluation', monitor.on_evaluation),
                                    ('policy/status', monitor.on_policy_status)):
-                self.create_subscription(String, topic, lambda m, h=handler: self._safe(h, m), LATCHED_QOS)
+                self.create_subscription(String, topic, lambda m, h=handler: self._safe(h, m),
+                                         LATCHED_QOS)
 
         def _safe(self, handler, msg):
             try:
@@ -176,9 +178,11 @@ def main(argv=None):
     policy, _ = load_checkpoint(args.checkpoint)
     t0 = time.perf_counter()
     before = evaluate_policy(policy, policy.config.tasks, args.eval_episodes,
-                             SimConfig(image_size=policy.config.image_size, max_steps=args.eval_max_steps),
+                             SimConfig(image_size=policy.config.image_size,
+                                       max_steps=args.eval_max_steps),
                              base_seed=10_000, workers=1, progress=True)
-    console.print(f'round 0: pretrained policy, mean success {sum(before.values()) / len(before):.2f} '
+    console.print(f'round 0: pretrained policy, mean success '
+                  f'{sum(before.values()) / len(before):.2f} '
                   f'({time.perf_counter() - t0:.0f} s)')
     rounds = -(-args.budget // args.demos_per_round)
     monitor = LoopMonitor(console)

@@ -4,14 +4,13 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from active_finetune.atomic_io import atomic_write_bytes
 from active_finetune.commands.common import parse_tasks, setup_cli
 from active_finetune.policy.checkpoint import load_checkpoint
 from active_finetune.sim.metaworld_env import SimConfig
 from active_finetune.sim.rollouts import default_workers, evaluate_policy
+from rich.console import Console
+from rich.table import Table
 
 
 def success_table(title, columns):
@@ -29,7 +28,8 @@ def success_table(title, columns):
     tasks = list(next(iter(columns.values())))
     for task in tasks:
         table.add_row(task, *[f'{col[task]:.2f}' for col in columns.values()])
-    table.add_row('[bold]mean', *[f'[bold]{sum(c.values()) / len(c):.2f}' for c in columns.values()])
+    table.add_row('[bold]mean',
+                  *[f'[bold]{sum(c.values()) / len(c):.2f}' for c in columns.values()])
     return table
 
 

@@ -1,32 +1,30 @@
 """
 AMF versus baselines in simulation: strategies x seeds x budget, skewed or balanced pretraining.
 
-Each run (strategy, seed) pretrains (cached per seed), then loops select -> demonstrate -> fine-tune
--> evaluate until the budget is spent.  Every run's results are written atomically after every round
-to ``<out>/runs/<strategy>_seed<k>.json``; a restarted experiment skips finished runs (resumable after
-a crash).  Finally it writes ``summary.json`` (mean and 90% bootstrap CI per strategy and number of
-demos, area under the curve) and ``success_vs_demos.png``.
+Each run (strategy, seed) pretrains (cached per seed), then loops select -> demonstrate ->
+fine-tune -> evaluate until the budget is spent.  Every run's results are written atomically after
+every round to ``<out>/runs/<strategy>_seed<k>.json``; a restarted experiment skips finished runs
+(resumable after a crash).  Finally it writes ``summary.json`` (mean and 90% bootstrap CI per
+strategy and number of demos, area under the curve) and ``success_vs_demos.png``.
 """
 
 import argparse
-from dataclasses import asdict, replace
 import json
 import logging
 import multiprocessing
 from pathlib import Path
 import time
 
-import numpy as np
-from tqdm import tqdm
-
+from active_finetune.amf.active_loop import ActiveFinetuningLoop, LoopConfig
+from active_finetune.amf.targets import TargetConfig
 from active_finetune.atomic_io import atomic_write_bytes
 from active_finetune.commands.common import load_mix, parse_tasks, setup_cli
 from active_finetune.policy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from active_finetune.sim.metaworld_env import SimConfig
 from active_finetune.sim.rollouts import collect_demos, default_workers
 from active_finetune.training.bc import TrainConfig
-from active_finetune.amf.targets import TargetConfig
-from active_finetune.amf.active_loop import ActiveFinetuningLoop, LoopConfig
+import numpy as np
+from tqdm import tqdm
 
 _LOG = logging.getLogger('active_finetune.experiment')
 
@@ -52,7 +50,8 @@ def _pretrained(out, spec, seed):
         if list(policy.config.tasks) != list(spec['tasks']) or \
                 policy.config.observation != spec['observation']:
             raise ValueError(f'{spec["pretrained"]} is a {policy.config.observation} policy for '
-                             f'{policy.config.tasks}, not {spec["observation"]} for {spec["tasks"]}')
+                             f'{policy.config.tasks}, not {spec["observation"]} '
+                             f'for {spec["tasks"]}')
         return policy, demos
     if path.exists():
         try:
@@ -89,12 +88,14 @@ def run_one(args):
     sim_config = SimConfig(image_size=spec['image_size'] if spec['observation'] == 'image' else 0,
                            max_steps=spec['max_steps'])
     config = LoopConfig(
-        strategy=variant['strategy'], budget=spec['budget'], demos_per_round=spec['demos_per_round'],
-        rho2=spec['rho2'], operator_noise_std=spec['noise_std'], eval_episodes=spec['eval_episodes'],
+        strategy=variant['strategy'], budget=spec['budget'],
+        demos_per_round=spec['demos_per_round'], rho2=spec['rho2'],
+        operator_noise_std=spec['noise_std'], eval_episodes=spec['eval_episodes'],
         target_rollouts_per_task=spec['target_rollouts'],
         targets=TargetConfig(embedding=variant.get('embedding', 'loss_gradient')),
         finetune=TrainConfig(steps=spec['finetune_steps'], batch_size=spec['batch_size'],
-                             forgetting_control=variant.get('forgetting_control', 'adaptive_prior')),
+                             forgetting_control=variant.get('forgetting_control',
+                                                            'adaptive_prior')),
         seed=seed)
     loop = ActiveFinetuningLoop(policy, sim_config, config, pretraining=pre_demos,
                                 pretraining_counts=spec['mix'])
@@ -202,14 +203,16 @@ def parse_variants(text):
             elif flag == 'no_prior':
                 variant['forgetting_control'] = 'l2_init'
             else:
-                raise ValueError(f'unknown variant flag {flag!r} in {name!r}; use features or no_prior')
+                raise ValueError(f'unknown variant flag {flag!r} in {name!r}; '
+                                 f'use features or no_prior')
         variants.append(variant)
     return variants
 
 
 def main(argv=None):
     """Command-line entry point: ``af-experiment``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--out', required=True, help='experiment directory (resumable)')
     parser.add_argument('--strategies', default=','.join(STRATEGIES),
                         help='comma list; ablations: amf:features, amf:no_prior')
@@ -245,11 +248,13 @@ def main(argv=None):
         'finetune_steps': args.finetune_steps, 'batch_size': args.batch_size,
         'eval_episodes': args.eval_episodes, 'target_rollouts': args.target_rollouts,
         'max_steps': args.max_steps, 'rho2': args.rho2, 'noise_std': args.noise_std,
-        'pretrained': args.pretrained, 'pretraining_demos_per_task': args.pretraining_demos_per_task,
+        'pretrained': args.pretrained,
+        'pretraining_demos_per_task': args.pretraining_demos_per_task,
     }
     spec_path = out / 'spec.json'
     if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
-        parser.error(f'{spec_path} holds a different experiment spec; use a new --out to change settings')
+        parser.error(f'{spec_path} holds a different experiment spec; '
+                     f'use a new --out to change settings')
     _write_json(spec_path, spec)
     variants = parse_variants(args.strategies)
     # Pretrain every seed once before the runs share it.
@@ -262,7 +267,8 @@ def main(argv=None):
             pass
     summary = summarise(out)
     for name, s in summary.items():
-        print(f'{name:28s} AUC {s["auc_mean"]:.3f} [{s["auc_ci90"][0]:.3f}, {s["auc_ci90"][1]:.3f}]  '
+        print(f'{name:28s} AUC {s["auc_mean"]:.3f} '
+              f'[{s["auc_ci90"][0]:.3f}, {s["auc_ci90"][1]:.3f}]  '
               f'final {s["mean"][-1]:.3f}  seeds {s["seeds"]}')
     return 0
 

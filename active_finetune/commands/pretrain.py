@@ -10,7 +10,7 @@ from active_finetune.policy.checkpoint import save_checkpoint
 from active_finetune.policy.model import PolicyConfig, TaskPolicy
 from active_finetune.sim.metaworld_env import SimConfig
 from active_finetune.sim.rollouts import collect_demos, default_workers
-from active_finetune.training.bc import DemoDataset, TrainConfig, fit_normalisation, train_bc
+from active_finetune.training.bc import DemoDataset, fit_normalisation, train_bc, TrainConfig
 
 _LOG = logging.getLogger('active_finetune.pretrain')
 
@@ -71,9 +71,11 @@ def main(argv=None):
     """Command-line entry point: ``af-pretrain``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--mix', default='skewed',
-                        help="mix name in config/pretrain_mixes.yaml or 'task=n,task=n' (default skewed)")
+                        help="mix name in config/pretrain_mixes.yaml or 'task=n,task=n' "
+                             '(default skewed)')
     parser.add_argument('--mixes-file', help='YAML file of named mixes')
-    parser.add_argument('--tasks', default='mt10', help="tasks the policy knows: 'mt10' or a comma list")
+    parser.add_argument('--tasks', default='mt10',
+                        help="tasks the policy knows: 'mt10' or a comma list")
     parser.add_argument('--observation', choices=('image', 'state'), default='image')
     parser.add_argument('--image-size', type=int, default=96)
     parser.add_argument('--steps', type=int, default=4000)
@@ -97,10 +99,12 @@ def main(argv=None):
     policy, metrics, provenance = pretrain(mix, tasks, args.observation, args.image_size,
                                            train_config, args.seed, args.workers, args.noise_std,
                                            args.log_dir)
-    provenance['command'] = 'af-pretrain ' + ' '.join(argv if argv is not None else __import__('sys').argv[1:])
+    provenance['command'] = 'af-pretrain ' + ' '.join(
+        argv if argv is not None else __import__('sys').argv[1:])
     digest = save_checkpoint(policy, args.out, provenance)
     print(json.dumps({'checkpoint': args.out, 'sha256': digest, 'metrics': metrics,
-                      'collect_s': provenance['collect_s'], 'train_s': provenance['train_s']}, indent=2))
+                      'collect_s': provenance['collect_s'], 'train_s': provenance['train_s']},
+                     indent=2))
     return 0
 
 

@@ -38,13 +38,16 @@ class Episode:
         self.actions = np.asarray(self.actions, dtype=np.float32)
         n = len(self.actions)
         if self.actions.ndim != 2 or self.actions.shape[1] != ACTION_DIM:
-            raise EpisodeError(f'actions must have shape (T, {ACTION_DIM}), got {self.actions.shape}')
+            raise EpisodeError(f'actions must have shape (T, {ACTION_DIM}), '
+                               f'got {self.actions.shape}')
         if self.proprio.shape != (n, PROPRIO_DIM):
-            raise EpisodeError(f'proprio must have shape ({n}, {PROPRIO_DIM}), got {self.proprio.shape}')
+            raise EpisodeError(f'proprio must have shape ({n}, {PROPRIO_DIM}), '
+                               f'got {self.proprio.shape}')
         if self.images is not None:
             self.images = np.asarray(self.images, dtype=np.uint8)
             if self.images.ndim != 4 or self.images.shape[0] != n or self.images.shape[3] != 3:
-                raise EpisodeError(f'images must have shape ({n}, H, W, 3), got {self.images.shape}')
+                raise EpisodeError(f'images must have shape ({n}, H, W, 3), '
+                                   f'got {self.images.shape}')
         if self.states is not None:
             self.states = np.asarray(self.states, dtype=np.float32)
             if self.states.ndim != 2 or self.states.shape[0] != n:

@@ -23,10 +23,9 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Bool, Float64, String
 
-
-
 FINAL_ZERO_ACK_TIMEOUT_S = 0.5
 """How long shutdown waits for subscribers to acknowledge the final zero twist (s)."""
+
 
 class CommandMuxNode(Node):
     """

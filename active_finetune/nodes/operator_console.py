@@ -29,6 +29,9 @@ import threading
 import time
 import tty
 
+from active_finetune.console_view import ConsoleState, OperatorConsoleConfig, render_console
+from active_finetune.nodes.parameters import declare_config
+from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -41,10 +44,6 @@ from rich.panel import Panel
 from rich.text import Text
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
-
-from active_finetune.console_view import ConsoleState, OperatorConsoleConfig, render_console
-from active_finetune.nodes.parameters import declare_config
-from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 
 KEY_SERVICES = {'r': 'recorder/start', 's': 'recorder/stop', 'd': 'recorder/discard',
                 'k': 'operator/skip'}

@@ -1,4 +1,4 @@
-"""The shared ``main`` body of every node: init, build, spin, clean shutdown on SIGINT and SIGTERM."""
+"""The shared ``main`` body of every node: init, build, spin, clean shutdown on SIGINT/SIGTERM."""
 
 import signal
 

@@ -13,10 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 import json
 import threading
 
-from rclpy.node import Node
-from std_msgs.msg import String
-from std_srvs.srv import Trigger
-
 from active_finetune.amf.selector_session import SelectorSession, SelectorSettings
 from active_finetune.data.episode_index import list_saved_episodes
 from active_finetune.data.mcap_episode import EpisodeFileError, load_episode
@@ -24,6 +20,9 @@ from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import LATCHED_QOS, latched_qos
 from active_finetune.nodes.spin import run_node
 from active_finetune.policy.checkpoint import CheckpointError, load_checkpoint, policy_from_bytes
+from rclpy.node import Node
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 
 class TaskSelectorNode(Node):
@@ -58,15 +57,17 @@ class TaskSelectorNode(Node):
         self.create_timer(0.2, self._on_timer)
         self.create_timer(2.0, self._dirty.set)
         self._dirty.set()
-        self.get_logger().info(f'task selector ({self.settings.strategy}) over {len(policy.config.tasks)} '
-                               f'tasks, budget {self.settings.budget}, B={self.settings.demos_per_round}')
+        self.get_logger().info(f'task selector ({self.settings.strategy}) over '
+                               f'{len(policy.config.tasks)} tasks, budget {self.settings.budget}, '
+                               f'B={self.settings.demos_per_round}')
 
     def _on_checkpoint(self, msg):
         try:
             info = json.loads(msg.data)
             version, sha256 = int(info['version']), str(info['sha256'])
         except (ValueError, KeyError, TypeError) as exc:
-            self.get_logger().error(f'malformed trainer/checkpoint ({exc!r}); keeping version {self._version}')
+            self.get_logger().error(f'malformed trainer/checkpoint ({exc!r}); '
+                                    f'keeping version {self._version}')
             return
         if sha256 == self._sha256:
             with self._lock:
@@ -79,7 +80,8 @@ class TaskSelectorNode(Node):
         try:
             if info.get('weights_b64') and info.get('config'):
                 policy = policy_from_bytes(base64.b64decode(info['weights_b64']), info['config'],
-                                           expected_sha256=info['sha256'], source='trainer/checkpoint')
+                                           expected_sha256=info['sha256'],
+                                           source='trainer/checkpoint')
             else:
                 policy, _ = load_checkpoint(info['path'], expected_sha256=info['sha256'])
             if tuple(policy.config.tasks) != tuple(self._session.tasks):
@@ -136,7 +138,8 @@ class TaskSelectorNode(Node):
                 except (EpisodeFileError, OSError, ValueError) as exc:
                     self.get_logger().error(f'skipping unreadable episode {path}: {exc}')
                     self._episodes[path] = None
-            if self._episodes[path] is not None and self._episodes[path].task in self._session.tasks:
+            if (self._episodes[path] is not None
+                    and self._episodes[path].task in self._session.tasks):
                 demos.append(self._episodes[path])
         return demos
 
@@ -150,8 +153,8 @@ class TaskSelectorNode(Node):
             _, episodes = evaluate_policy(
                 policy, policy.config.tasks, self.settings.sim_rollouts_per_task,
                 SimConfig(image_size=image_size, max_steps=self.settings.sim_rollout_max_steps),
-                base_seed=self.settings.seed * 7919 + version, progress=False, purpose=PURPOSE_TARGET,
-                keep_episodes=True)
+                base_seed=self.settings.seed * 7919 + version, progress=False,
+                purpose=PURPOSE_TARGET, keep_episodes=True)
             self._rollouts = {}
             for e in episodes:
                 self._rollouts.setdefault(e.task, []).append(e)

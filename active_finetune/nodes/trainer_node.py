@@ -2,11 +2,11 @@
 Trainer node: fine-tunes after every B new demonstrations and announces the new checkpoint.
 
 Training runs in a spawned process (:mod:`active_finetune.training.round_job`), so no ROS
-callback waits for it.  Checkpoints are written atomically as ``<checkpoint_dir>/vNNNN`` and announced
-on ``trainer/checkpoint`` (reliable, transient local) with path, sha256, version and, when
-``send_weights`` is set, the weights themselves so a robot PC without the shared disk can load them.
-On start-up it resumes from the newest complete version (a killed trainer leaves no torn checkpoint:
-interrupted writes are temporary directories, removed here).
+callback waits for it.  Checkpoints are written atomically as ``<checkpoint_dir>/vNNNN`` and
+announced on ``trainer/checkpoint`` (reliable, transient local) with path, sha256, version and,
+when ``send_weights`` is set, the weights themselves so a robot PC without the shared disk can load
+them.  On start-up it resumes from the newest complete version (a killed trainer leaves no torn
+checkpoint: interrupted writes are temporary directories, removed here).
 """
 
 import base64
@@ -15,17 +15,16 @@ import multiprocessing
 from pathlib import Path
 import queue as queue_module
 
-from rclpy.node import Node
-from std_msgs.msg import String
-
 from active_finetune.data.episode_index import list_saved_episodes
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 from active_finetune.nodes.spin import run_node
-from active_finetune.policy.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, \
-    read_checkpoint_config
-from active_finetune.training.round_job import RoundJob, newest_version, run_round
+from active_finetune.policy.checkpoint import CheckpointError, CONFIG_FILE, \
+    read_checkpoint_config, WEIGHTS_FILE
+from active_finetune.training.round_job import newest_version, RoundJob, run_round
 from active_finetune.training.trainer_settings import TrainerSettings
+from rclpy.node import Node
+from std_msgs.msg import String
 
 
 class TrainerNode(Node):
@@ -56,7 +55,8 @@ class TrainerNode(Node):
             raise RuntimeError(f'trainer cannot start: {exc}') from exc
         self.version = version
         self.current_path = path
-        self.trained_on = int(self._config.get('provenance', {}).get('demos_used', 0)) if version else 0
+        self.trained_on = (int(self._config.get('provenance', {}).get('demos_used', 0))
+                           if version else 0)
         self.round = int(self._config.get('provenance', {}).get('round', -1)) + 1 if version else 0
         self.get_logger().info(f'resuming at checkpoint version {version} ({path}), trained on '
                                f'{self.trained_on} demos')
@@ -70,7 +70,8 @@ class TrainerNode(Node):
         episodes = self._all_episodes()
         self._status_pub.publish(String(data=json.dumps({
             'state': state, 'round': self.round, 'progress': round(progress, 3),
-            'demos_available': len(episodes), 'demos_usable': len(self._usable(episodes)), 'version': self.version,
+            'demos_available': len(episodes), 'demos_usable': len(self._usable(episodes)),
+            'version': self.version,
             'demos_needed': self.trained_on + self.settings.demos_per_round, 'message': message})))
 
     def _all_episodes(self):
@@ -82,7 +83,8 @@ class TrainerNode(Node):
             return []
 
     def _usable(self, entries):
-        return [e for e in entries if e.get('success', True) or self.settings.train_on_failed_demos]
+        return [e for e in entries
+                if e.get('success', True) or self.settings.train_on_failed_demos]
 
     def _announce(self, result):
         message = dict(result)
@@ -90,7 +92,8 @@ class TrainerNode(Node):
         try:
             message['config'] = json.loads((path / CONFIG_FILE).read_text())
             if self.settings.send_weights:
-                message['weights_b64'] = base64.b64encode((path / WEIGHTS_FILE).read_bytes()).decode()
+                message['weights_b64'] = base64.b64encode(
+                    (path / WEIGHTS_FILE).read_bytes()).decode()
         except OSError as exc:
             self.get_logger().error(f'cannot read checkpoint {path} to announce it: {exc}')
         self._checkpoint_pub.publish(String(data=json.dumps(message)))
@@ -167,7 +170,8 @@ class TrainerNode(Node):
 
     def _on_result(self, result):
         for skipped in result.get('skipped', []):
-            self.get_logger().warning(f'skipped unreadable episode {skipped["path"]}: {skipped["error"]}')
+            self.get_logger().warning(f'skipped unreadable episode {skipped["path"]}: '
+                                      f'{skipped["error"]}')
         self.version = result['version']
         self.current_path = Path(result['path'])
         self.trained_on = result['demos_used']

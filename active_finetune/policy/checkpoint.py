@@ -12,13 +12,12 @@ import logging
 from pathlib import Path
 import time
 
+from active_finetune.atomic_io import atomic_directory
+from active_finetune.policy.model import PolicyConfig, TaskPolicy
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 import torch
-
-from active_finetune.atomic_io import atomic_directory
-from active_finetune.policy.model import PolicyConfig, TaskPolicy
 
 _LOG = logging.getLogger(__name__)
 
@@ -89,9 +88,10 @@ def read_checkpoint_config(path):
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f'checkpoint {config_path} is not valid JSON: {exc}') from None
     if not isinstance(config, dict) or config.get('format_version') != FORMAT_VERSION:
-        raise CheckpointError(f'checkpoint {config_path} has format_version '
-                              f'{config.get("format_version") if isinstance(config, dict) else None!r}, '
-                              f'expected {FORMAT_VERSION}')
+        raise CheckpointError(
+            f'checkpoint {config_path} has format_version '
+            f'{config.get("format_version") if isinstance(config, dict) else None!r}, '
+            f'expected {FORMAT_VERSION}')
     for key in ('policy', 'weights_sha256'):
         if key not in config:
             raise CheckpointError(f'checkpoint {config_path} lacks {key!r}')
@@ -119,7 +119,9 @@ def load_checkpoint(path, expected_sha256=None, device='cpu'):
 
 def policy_from_bytes(weights, config, expected_sha256=None, device='cpu', source='<bytes>'):
     """
-    Rebuild a policy from weight bytes and a checkpoint config (used for checkpoints sent over DDS).
+    Rebuild a policy from weight bytes and a checkpoint config.
+
+    Used for checkpoints sent over DDS.
 
     :param weights: contents of ``model.safetensors``
     :param config: the checkpoint's config dict
@@ -137,8 +139,8 @@ def policy_from_bytes(weights, config, expected_sha256=None, device='cpu', sourc
         raise CheckpointError(f'{source}: weights sha256 {digest[:12]} does not match config '
                               f'{config["weights_sha256"][:12]} (truncated or corrupt file)')
     if expected_sha256 is not None and digest != expected_sha256:
-        raise CheckpointError(f'{source}: weights sha256 {digest[:12]} does not match the expected '
-                              f'{expected_sha256[:12]}')
+        raise CheckpointError(f'{source}: weights sha256 {digest[:12]} does not match the '
+                              f'expected {expected_sha256[:12]}')
     try:
         policy_config = PolicyConfig(**config['policy'])
     except (TypeError, ValueError) as exc:

@@ -1,12 +1,11 @@
-"""Task-conditioned Gaussian policies: a CNN image variant and a state variant with one interface."""
+"""Task-conditioned Gaussian policies: a CNN image variant and a state variant, one interface."""
 
 from dataclasses import asdict, dataclass, field
 import math
 
+from active_finetune.data.episode import ACTION_DIM, PROPRIO_DIM
 import torch
 from torch import nn
-
-from active_finetune.data.episode import ACTION_DIM, PROPRIO_DIM
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 1.0
@@ -67,7 +66,8 @@ class PolicyConfig:
         try:
             return self.tasks.index(task)
         except ValueError:
-            raise KeyError(f'unknown task {task!r}; this policy knows {list(self.tasks)}') from None
+            raise KeyError(f'unknown task {task!r}; '
+                           f'this policy knows {list(self.tasks)}') from None
 
 
 @dataclass
@@ -114,7 +114,7 @@ class SpatialSoftmax(nn.Module):
 
     def forward(self, maps):
         """
-        Expected (x, y) of every keypoint.
+        Compute the expected (x, y) of every keypoint.
 
         :param maps: (B, C, H, W)
         :return: (B, 2K)
@@ -142,14 +142,16 @@ class _Backbone(nn.Module):
                 layers += [nn.Conv2d(in_ch, ch, 3, stride=2 if i < 3 else 1, padding=1), nn.ReLU()]
                 in_ch = ch
             self.encoder = nn.Sequential(*layers, SpatialSoftmax(in_ch, KEYPOINTS),
-                                         nn.Linear(2 * KEYPOINTS, 128), nn.LayerNorm(128), nn.ReLU())
+                                         nn.Linear(2 * KEYPOINTS, 128), nn.LayerNorm(128),
+                                         nn.ReLU())
             obs_dim = 128
         else:
             self.encoder = nn.Sequential(nn.Linear(config.state_dim, 128), nn.ReLU())
             obs_dim = 128
         self.task_embedding = nn.Embedding(len(config.tasks), config.task_embedding_dim)
         self.trunk = nn.Sequential(
-            nn.Linear(obs_dim + PROPRIO_DIM + config.task_embedding_dim, config.hidden_dim), nn.ReLU(),
+            nn.Linear(obs_dim + PROPRIO_DIM + config.task_embedding_dim, config.hidden_dim),
+            nn.ReLU(),
             nn.Linear(config.hidden_dim, config.feature_dim), nn.ReLU())
 
     def forward(self, obs_features, proprio, task_ids):
@@ -210,7 +212,7 @@ class TaskPolicy(nn.Module):
 
     @property
     def device(self):
-        """The device the weights are on."""
+        """Return the device the weights are on."""
         return self.proprio_mean.device
 
     def _obs_features(self, batch):
@@ -266,7 +268,7 @@ class TaskPolicy(nn.Module):
 
     def loss_gradient_embeddings(self, batch):
         """
-        Expected loss-gradient embeddings with respect to the head's mean weights and bias.
+        Compute expected loss-gradient embeddings with respect to the head's mean weights and bias.
 
         The Gaussian NLL at the model's own mean has zero gradient, so the label is drawn from
         the policy's predictive distribution, y = mean + sigma * eps.  Per action dimension j the
@@ -323,7 +325,8 @@ def with_adaptive_prior(policy):
     from dataclasses import replace
     config = replace(policy.config, adaptive_prior=True)
     new = TaskPolicy(config).to(policy.device)
-    state = {k: v for k, v in policy.state_dict().items() if not k.startswith(('prior.', 'alpha_logit'))}
+    state = {k: v for k, v in policy.state_dict().items()
+             if not k.startswith(('prior.', 'alpha_logit'))}
     new.load_state_dict(state, strict=False)
     new.prior.load_state_dict(policy.net.state_dict())
     if policy.config.adaptive_prior:

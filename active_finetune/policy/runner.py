@@ -1,10 +1,9 @@
-"""Inference wrapper: owns device moves, resizing and batching so callers hand it an observation."""
+"""Inference wrapper: owns device moves, resizing and batching; callers hand it an observation."""
 
+from active_finetune.policy.model import ObservationBatch
 import cv2
 import numpy as np
 import torch
-
-from active_finetune.policy.model import ObservationBatch
 
 
 def select_device(name):
@@ -28,7 +27,9 @@ def select_device(name):
 
 def resize_image(image, size):
     """
-    Resize an RGB image to ``size`` x ``size`` with area interpolation (no-op if already that size).
+    Resize an RGB image to ``size`` x ``size`` with area interpolation.
+
+    A no-op if the image already has that size.
 
     :param image: (H, W, 3) uint8
     :param size: side in pixels

@@ -4,9 +4,8 @@ from dataclasses import dataclass
 import logging
 import os
 
-import numpy as np
-
 from active_finetune.data.episode import PROPRIO_DIM
+import numpy as np
 
 _LOG = logging.getLogger(__name__)
 
@@ -48,7 +47,8 @@ def validate_tasks(tasks):
     known = set(available_tasks())
     for task in tasks:
         if task not in known:
-            raise UnknownTaskError(f'unknown task {task!r}; Meta-World v3 tasks are: {sorted(known)}')
+            raise UnknownTaskError(f'unknown task {task!r}; '
+                                   f'Meta-World v3 tasks are: {sorted(known)}')
     if len(set(tasks)) != len(tasks):
         raise UnknownTaskError(f'task list has duplicates: {list(tasks)}')
     return tuple(tasks)

@@ -5,12 +5,11 @@ import logging
 import multiprocessing
 import os
 
-import numpy as np
-from tqdm import tqdm
-
 from active_finetune.data.episode import Episode
 from active_finetune.sim.metaworld_env import MetaWorldEnv, SimConfig
 from active_finetune.sim.operators import ScriptedOperator
+import numpy as np
+from tqdm import tqdm
 
 _LOG = logging.getLogger(__name__)
 
@@ -152,7 +151,8 @@ def collect_demos(counts, sim_config=SimConfig(), base_seed=0, noise_std=0.0, wo
     :return: list of :class:`Episode` in the order of ``counts``
     """
     start_index = start_index or {}
-    jobs = [EpisodeJob(task, episode_seed(base_seed, PURPOSE_DEMO, task, start_index.get(task, 0) + i),
+    jobs = [EpisodeJob(task,
+                       episode_seed(base_seed, PURPOSE_DEMO, task, start_index.get(task, 0) + i),
                        noise_std)
             for task, n in counts.items() for i in range(n)]
     return _run_jobs(_demo_worker, lambda c: (sim_config, c), jobs, workers, 'demos', progress)
@@ -191,8 +191,8 @@ def evaluate_policy(policy, tasks, episodes_per_task, sim_config=SimConfig(), ba
     jobs = [EpisodeJob(task, episode_seed(base_seed, purpose, task, i))
             for task in tasks for i in range(episodes_per_task)]
     blob = policy_blob(policy)
-    results = _run_jobs(_eval_worker, lambda c: (sim_config, blob, c, keep_episodes), jobs, workers,
-                        'evaluate', progress)
+    results = _run_jobs(_eval_worker, lambda c: (sim_config, blob, c, keep_episodes), jobs,
+                        workers, 'evaluate', progress)
     success = {task: [] for task in tasks}
     for r in results:
         task, ok = (r.task, r.success) if keep_episodes else (r[0], r[1])

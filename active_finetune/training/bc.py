@@ -1,16 +1,19 @@
-"""Behaviour cloning for task-conditioned Gaussian policies, with forgetting control for fine-tuning."""
+"""
+Behaviour cloning for task-conditioned Gaussian policies.
 
-from dataclasses import dataclass
+With forgetting control for fine-tuning.
+"""
+
 import copy
+from dataclasses import dataclass
 import logging
 
+from active_finetune.policy.model import gaussian_nll, ObservationBatch, with_adaptive_prior
+from active_finetune.policy.runner import resize_image
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-
-from active_finetune.policy.model import ObservationBatch, gaussian_nll, with_adaptive_prior
-from active_finetune.policy.runner import resize_image
 
 _LOG = logging.getLogger(__name__)
 
@@ -81,7 +84,8 @@ class DemoDataset:
             if missing:
                 raise ValueError(f'image policy, but episodes of {missing[:3]} have no images')
             self.images = np.concatenate([
-                np.stack([resize_image(im, config.image_size) for im in e.images]) for e in episodes])
+                np.stack([resize_image(im, config.image_size) for im in e.images])
+                for e in episodes])
         else:
             missing = [e.task for e in episodes if e.states is None]
             if missing:
@@ -120,7 +124,8 @@ def fit_normalisation(policy, dataset):
     state_mean = state_std = None
     if dataset.states is not None:
         state_mean, state_std = dataset.states.mean(0), dataset.states.std(0)
-    policy.set_normalisation(dataset.proprio.mean(0), dataset.proprio.std(0), state_mean, state_std)
+    policy.set_normalisation(dataset.proprio.mean(0), dataset.proprio.std(0), state_mean,
+                             state_std)
 
 
 def random_shift(images, pad, generator):
@@ -178,7 +183,8 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None)
     if config.forgetting_control == 'adaptive_prior':
         groups.append({'params': [model.alpha_logit], 'lr': config.alpha_learning_rate,
                        'weight_decay': 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
     seen = torch.zeros(len(model.config.tasks), dtype=torch.bool, device=device)
     seen[torch.as_tensor(np.unique(dataset.task_ids))] = True
     metrics = {}
@@ -211,6 +217,6 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None)
             if log_fn is not None:
                 log_fn(step, metrics)
     if config.forgetting_control == 'adaptive_prior':
-        metrics['alpha'] = {t: float(a) for t, a in zip(model.config.tasks,
-                                                       torch.sigmoid(model.alpha_logit).tolist())}
+        metrics['alpha'] = {t: float(a) for t, a in zip(
+            model.config.tasks, torch.sigmoid(model.alpha_logit).tolist())}
     return model.eval(), metrics

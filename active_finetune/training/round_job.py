@@ -116,7 +116,8 @@ def _run_round(job, queue):
         writer = SummaryWriter(str(Path(job.log_dir) / f'round{job.round_index:03d}'))
 
     def log_fn(step, metrics):
-        queue.put({'kind': 'progress', 'state': 'training', 'progress': step / max(1, config.steps),
+        queue.put({'kind': 'progress', 'state': 'training',
+                   'progress': step / max(1, config.steps),
                    'message': f'step {step}/{config.steps} loss {metrics["loss"]:.3f}'})
         if writer is not None:
             for key, value in metrics.items():
@@ -144,8 +145,8 @@ def _run_round(job, queue):
                   'train_config': config.__dict__, 'train_s': round(train_s, 1),
                   'metrics': {k: v for k, v in metrics.items() if k != 'alpha'}}
     digest = save_checkpoint(policy, path, provenance)
-    result = {'path': str(path), 'sha256': digest, 'version': job.version, 'round': job.round_index,
-              'demos_used': demos_used, 'skipped': skipped,
+    result = {'path': str(path), 'sha256': digest, 'version': job.version,
+              'round': job.round_index, 'demos_used': demos_used, 'skipped': skipped,
               'step': config.steps if episodes else 0,
               'metrics': provenance['metrics'], 'train_s': round(train_s, 1), 'evaluation': None}
     if job.evaluate_episodes > 0:

@@ -14,23 +14,28 @@ class TrainerSettings:
     """
 
     dataset_dir: str = field(default='data/episodes', metadata={
-        'description': 'directory of recorded episodes (shared with the demo recorder)', 'read_only': True})
+        'description': 'directory of recorded episodes (shared with the demo recorder)',
+        'read_only': True})
     checkpoint_dir: str = field(default='data/checkpoints', metadata={
-        'description': 'directory where fine-tuned checkpoint versions v0001, v0002, ... are written',
+        'description': 'directory where fine-tuned checkpoint versions v0001, v0002, ... '
+                       'are written',
         'read_only': True})
     initial_checkpoint: str = field(default='checkpoints/pretrained_mt10_skewed', metadata={
         'description': 'pretrained checkpoint directory used as version 0', 'read_only': True})
     demos_per_round: int = field(default=2, metadata={
-        'description': 'B: fine-tune after every B new demonstrations (count)', 'range': (1, 1000)})
+        'description': 'B: fine-tune after every B new demonstrations (count)',
+        'range': (1, 1000)})
     steps: int = field(default=300, metadata={
-        'description': 'gradient steps per round (paper scale: about 3000)', 'range': (1, 1000000)})
+        'description': 'gradient steps per round (paper scale: about 3000)',
+        'range': (1, 1000000)})
     batch_size: int = field(default=64, metadata={
         'description': 'behaviour-cloning batch size (samples)', 'range': (1, 4096)})
     learning_rate: float = field(default=3e-4, metadata={
         'description': 'Adam learning rate (1/step)', 'range': (1e-7, 1.0)})
     forgetting_control: str = field(default='adaptive_prior', metadata={
         'description': f'forgetting control: one of {", ".join(FORGETTING_CONTROLS)}'})
-    seed: int = field(default=0, metadata={'description': 'training seed (deterministic on the CPU)'})
+    seed: int = field(default=0, metadata={
+        'description': 'training seed (deterministic on the CPU)'})
     train_on_failed_demos: bool = field(default=False, metadata={
         'description': 'also train on episodes the operator marked as failed'})
     evaluate_episodes: int = field(default=0, metadata={
@@ -39,9 +44,11 @@ class TrainerSettings:
     evaluate_max_steps: int = field(default=150, metadata={
         'description': 'horizon of an evaluation episode (control steps)', 'range': (1, 10000)})
     send_weights: bool = field(default=True, metadata={
-        'description': 'carry the weights (base64) in trainer/checkpoint so no shared disk is needed'})
+        'description': 'carry the weights (base64) in trainer/checkpoint so no shared disk is '
+                       'needed'})
     log_dir: str = field(default='', metadata={
-        'description': 'TensorBoard log directory (empty: no TensorBoard logs)', 'read_only': True})
+        'description': 'TensorBoard log directory (empty: no TensorBoard logs)',
+        'read_only': True})
     poll_period_s: float = field(default=1.0, metadata={
         'description': 'period of the dataset directory scan (s)', 'range': (0.05, 60.0)})
     threads: int = field(default=1, metadata={
@@ -63,5 +70,6 @@ class TrainerSettings:
 
         :return: dict
         """
-        return {'steps': self.steps, 'batch_size': self.batch_size, 'learning_rate': self.learning_rate,
+        return {'steps': self.steps, 'batch_size': self.batch_size,
+                'learning_rate': self.learning_rate,
                 'forgetting_control': self.forgetting_control, 'seed': self.seed}

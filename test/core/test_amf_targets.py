@@ -1,12 +1,11 @@
-import numpy as np
-import pytest
-import torch
-
-from active_finetune.amf.embeddings import StateRows, embed, importance_weights, subsample_episode
-from active_finetune.amf.targets import TargetConfig, build_embeddings, task_state_sets
+from active_finetune.amf.embeddings import embed, importance_weights, StateRows, subsample_episode
+from active_finetune.amf.targets import build_embeddings, TargetConfig, task_state_sets
 from active_finetune.data.episode import Episode
 from active_finetune.policy.model import PolicyConfig, TaskPolicy
 from active_finetune.policy.runner import PolicyRunner
+import numpy as np
+import pytest
+import torch
 
 TASKS = ('reach-v3', 'push-v3', 'door-open-v3')
 
@@ -14,7 +13,8 @@ TASKS = ('reach-v3', 'push-v3', 'door-open-v3')
 def episode(task, seed, length=30):
     rng = np.random.default_rng(seed)
     states = rng.normal(size=(length, 39)).astype(np.float32)
-    return Episode(task=task, proprio=states[:, :4], actions=np.tanh(states[:, 4:8]), states=states)
+    return Episode(task=task, proprio=states[:, :4], actions=np.tanh(states[:, 4:8]),
+                   states=states)
 
 
 @pytest.fixture(scope='module')

@@ -1,11 +1,10 @@
-import numpy as np
-import pytest
-import torch
-
 from active_finetune.data.episode import Episode
 from active_finetune.policy.model import PolicyConfig, TaskPolicy
 from active_finetune.training.bc import (
-    DemoDataset, EmptyDatasetError, TrainConfig, fit_normalisation, random_shift, train_bc)
+    DemoDataset, EmptyDatasetError, fit_normalisation, random_shift, train_bc, TrainConfig)
+import numpy as np
+import pytest
+import torch
 
 TASKS = ('reach-v3', 'push-v3', 'door-open-v3')
 
@@ -20,7 +19,8 @@ def synthetic_episode(task, seed, length=20):
 
 def state_policy():
     torch.manual_seed(0)
-    return TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=32, feature_dim=16))
+    return TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=32,
+                                   feature_dim=16))
 
 
 def test_training_reduces_error_and_is_deterministic():
@@ -60,7 +60,8 @@ def test_adaptive_prior_keeps_unseen_tasks_on_the_pretrained_policy():
 def test_l2_init_and_validation():
     policy = state_policy()
     dataset = DemoDataset([synthetic_episode('reach-v3', 0)], policy.config)
-    tuned, _ = train_bc(policy, dataset, TrainConfig(steps=20, batch_size=8, forgetting_control='l2_init'))
+    tuned, _ = train_bc(policy, dataset,
+                        TrainConfig(steps=20, batch_size=8, forgetting_control='l2_init'))
     assert not tuned.config.adaptive_prior
     with pytest.raises(ValueError, match="'bogus'"):
         TrainConfig(forgetting_control='bogus')

@@ -1,12 +1,12 @@
 import json
 import pickle
 
+from active_finetune.policy.checkpoint import (
+    CheckpointError, CONFIG_FILE, load_checkpoint, policy_from_bytes, save_checkpoint,
+    WEIGHTS_FILE)
+from active_finetune.policy.model import PolicyConfig, TaskPolicy
 import pytest
 import torch
-
-from active_finetune.policy.checkpoint import (
-    CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_checkpoint, policy_from_bytes, save_checkpoint)
-from active_finetune.policy.model import PolicyConfig, TaskPolicy
 
 TASKS = ('reach-v3', 'push-v3')
 
@@ -14,7 +14,8 @@ TASKS = ('reach-v3', 'push-v3')
 @pytest.fixture
 def saved(tmp_path):
     torch.manual_seed(0)
-    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=16, feature_dim=8))
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=16,
+                                     feature_dim=8))
     path = tmp_path / 'ckpt'
     digest = save_checkpoint(policy, path, provenance={'kind': 'test'})
     return policy, path, digest

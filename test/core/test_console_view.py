@@ -8,10 +8,9 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from active_finetune.console_view import ConsoleState, OperatorConsoleConfig, parse_payload
 from active_finetune.console_view import PayloadError, render_text
+import pytest
 
 SNAPSHOT_PATH = Path(__file__).resolve().parents[2] / 'docs' / 'console_snapshot.txt'
 UPDATE_SNAPSHOT_ENV = 'AF_UPDATE_CONSOLE_SNAPSHOT'
@@ -375,7 +374,8 @@ def test_docs_snapshot_matches_the_realistic_state(utc):
 
 
 JUNK_PAYLOADS = ['null', '0', '"text"', '{}', '{"state": {}}', '{"state": "x", "task": 5}',
-                 '{"task": "", "budget": -1, "demos_used": 99, "scores": {"a": 1e308, "b": -1e308}}',
+                 '{"task": "", "budget": -1, "demos_used": 99, '
+                 '"scores": {"a": 1e308, "b": -1e308}}',
                  '{"version": 1e400, "success": {"a": NaN}}', '{"source": "", "estop": "yes"}',
                  '\udcff', '{"state": "recording", "duration_s": -5, "frames": 10000000000000}']
 

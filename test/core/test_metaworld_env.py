@@ -1,9 +1,8 @@
+from active_finetune.sim.metaworld_env import (
+    available_tasks, MetaWorldEnv, MT10_TASKS, SimConfig, UnknownTaskError, validate_tasks)
+from active_finetune.sim.operators import ScriptedOperator
 import numpy as np
 import pytest
-
-from active_finetune.sim.metaworld_env import (
-    MT10_TASKS, MetaWorldEnv, SimConfig, UnknownTaskError, available_tasks, validate_tasks)
-from active_finetune.sim.operators import ScriptedOperator
 
 
 @pytest.fixture(scope='module')

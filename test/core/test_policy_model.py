@@ -1,21 +1,22 @@
+from active_finetune.policy.model import (
+    gaussian_nll, ObservationBatch, PolicyConfig, TaskPolicy, with_adaptive_prior)
 import pytest
 import torch
-
-from active_finetune.policy.model import (
-    ObservationBatch, PolicyConfig, TaskPolicy, gaussian_nll, with_adaptive_prior)
 
 TASKS = ('reach-v3', 'push-v3', 'door-open-v3')
 
 
 def tiny_image_config(**kw):
-    return PolicyConfig(tasks=TASKS, observation='image', image_size=32, conv_channels=(4, 4, 4, 4),
-                        hidden_dim=16, feature_dim=8, **kw)
+    return PolicyConfig(tasks=TASKS, observation='image', image_size=32,
+                        conv_channels=(4, 4, 4, 4), hidden_dim=16, feature_dim=8, **kw)
 
 
 def image_batch(n=5, size=32):
     g = torch.Generator().manual_seed(0)
-    return ObservationBatch(task_ids=torch.arange(n) % len(TASKS), proprio=torch.randn(n, 4, generator=g),
-                            images=torch.randint(0, 255, (n, size, size, 3), dtype=torch.uint8, generator=g))
+    return ObservationBatch(task_ids=torch.arange(n) % len(TASKS),
+                            proprio=torch.randn(n, 4, generator=g),
+                            images=torch.randint(0, 255, (n, size, size, 3), dtype=torch.uint8,
+                                                 generator=g))
 
 
 def test_forward_shapes_and_ranges():
@@ -27,7 +28,8 @@ def test_forward_shapes_and_ranges():
 
 
 def test_state_variant_has_the_same_interface():
-    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=16, feature_dim=8))
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=16,
+                                     feature_dim=8))
     batch = ObservationBatch(task_ids=torch.tensor([0, 2]), proprio=torch.zeros(2, 4),
                              states=torch.randn(2, 39))
     mean, _, features = policy(batch)
@@ -38,7 +40,11 @@ def test_state_variant_has_the_same_interface():
 
 
 def test_loss_gradient_embedding_matches_autograd_expectation():
-    """The closed form equals the average of sampled-label gradient kernels (common random numbers)."""
+    """
+    The closed form equals the average of sampled-label gradient kernels.
+
+    The labels are sampled with common random numbers.
+    """
     torch.manual_seed(0)
     policy = TaskPolicy(tiny_image_config())
     batch = image_batch(3)

@@ -12,17 +12,16 @@ import random
 import threading
 import time
 
-import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from std_msgs.msg import String
-
 from active_finetune.data.episode_index import file_sha256, list_saved_episodes
 from active_finetune.data.mcap_episode import load_episode
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 from active_finetune.policy.checkpoint import load_checkpoint
 from active_finetune.runner import GraphRunner, read_log_tail
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
 
 DEADLINE_S = 540.0
 
@@ -128,7 +127,8 @@ def test_killed_recorder_and_trainer_lose_nothing_and_the_loop_goes_on(loop):
     time.sleep(2.0)
     assert graph.kill('trainer') is not None
     checkpoint_dir = tmp_path / 'ckpt'
-    complete = [p for p in checkpoint_dir.glob('v*') if p.is_dir()] if checkpoint_dir.exists() else []
+    complete = ([p for p in checkpoint_dir.glob('v*') if p.is_dir()]
+                if checkpoint_dir.exists() else [])
     for version_dir in complete:
         load_checkpoint(version_dir)  # a complete version must load; raises if torn
     graph.restart('trainer')

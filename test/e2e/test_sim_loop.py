@@ -3,8 +3,8 @@ The whole active fine-tuning loop through real DDS, in simulation, with the scri
 
 Starts the ``sim`` graph with the project runner (every node in its own process, as ``ros2 launch``
 would) and follows one item through every stage, twice: suggestion published -> scripted demo
-recorded to disk -> trainer writes and announces a checkpoint -> the policy node swaps to it without
-a restart -> the selector re-scores with the new version.  Runs in CI (not marked slow).
+recorded to disk -> trainer writes and announces a checkpoint -> the policy node swaps to it
+without a restart -> the selector re-scores with the new version.  Runs in CI (not marked slow).
 """
 
 import json
@@ -13,17 +13,16 @@ import random
 import threading
 import time
 
-import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from std_msgs.msg import String
-
 from active_finetune.data.episode_index import list_saved_episodes
 from active_finetune.data.mcap_episode import load_episode
 from active_finetune.nodes.qos import LATCHED_QOS, latched_qos
 from active_finetune.policy.checkpoint import load_checkpoint
 from active_finetune.runner import GraphRunner, read_log_tail
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
 
 DEMOS_PER_ROUND = 1
 ROUNDS = 2
@@ -68,7 +67,8 @@ def loop(tmp_path):
         'task_selector.strategy': 'amf', 'task_selector.budget': DEMOS_PER_ROUND * ROUNDS,
         'task_selector.demos_per_round': DEMOS_PER_ROUND,
         'task_selector.dataset_dir': str(dataset), 'demo_recorder.dataset_dir': str(dataset),
-        'trainer.dataset_dir': str(dataset), 'trainer.checkpoint_dir': str(tmp_path / 'checkpoints'),
+        'trainer.dataset_dir': str(dataset),
+        'trainer.checkpoint_dir': str(tmp_path / 'checkpoints'),
         'trainer.demos_per_round': DEMOS_PER_ROUND, 'trainer.steps': 40,
         'trainer.evaluate_episodes': 0, 'trainer.log_dir': str(tmp_path / 'tensorboard'),
     }
@@ -121,7 +121,8 @@ def test_two_rounds_of_the_active_loop_through_dds(loop):
             (s for s in watcher.get('operator/next_task')
              if s['task'] and s['policy_version'] == version - 1 and s['round'] == round_index),
             None), f'suggestion of round {round_index}', deadline)
-        assert suggestion['scores'] and all(isinstance(v, float) for v in suggestion['scores'].values())
+        assert suggestion['scores'] and all(isinstance(v, float)
+                                            for v in suggestion['scores'].values())
         assert suggestion['task'] in suggestion['scores']
         assert suggestion['budget_remaining'] == DEMOS_PER_ROUND * (ROUNDS - round_index)
 
@@ -143,7 +144,8 @@ def test_two_rounds_of_the_active_loop_through_dds(loop):
         wait_until(graph, lambda: any(s.get('version') == version and s.get('state') != 'error'
                                       for s in watcher.get('policy/status')),
                    f'policy node running version {version}', deadline)
-        assert graph.pid('policy') == policy_pid, 'the policy node swapped weights without a restart'
+        assert graph.pid('policy') == policy_pid, (
+            'the policy node swapped weights without a restart')
         seen_versions.append(version)
 
     final = wait_until(graph, lambda: next(

@@ -11,14 +11,13 @@ import termios
 import threading
 import time
 
+from active_finetune.nodes.operator_console import KEY_SERVICES, KeyReader, OperatorConsoleNode
+from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 import pytest
 import rclpy
 from rclpy.parameter import Parameter
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
-
-from active_finetune.nodes.operator_console import KEY_SERVICES, KeyReader, OperatorConsoleNode
-from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 
 pytestmark = pytest.mark.timeout(60)
 

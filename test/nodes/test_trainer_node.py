@@ -1,4 +1,8 @@
-"""Trainer node over real DDS: a round after B demos, an unreadable episode skipped, the announcement."""
+"""
+Trainer node over real DDS.
+
+A round after B demos, an unreadable episode skipped, the announcement.
+"""
 
 import base64
 import json
@@ -7,7 +11,7 @@ from active_finetune.data.episode_index import append_index_entry, list_saved_ep
 from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 from active_finetune.nodes.trainer_node import TrainerNode
-from active_finetune.policy.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from active_finetune.policy.checkpoint import load_checkpoint, save_checkpoint, WEIGHTS_FILE
 from active_finetune.policy.model import PolicyConfig, TaskPolicy
 import numpy as np
 import pytest
