@@ -44,6 +44,7 @@ class TrainerNode(Node):
         self._ctx = multiprocessing.get_context('spawn')
         self._process = None
         self._queue = None
+        self._job_version = None
         self._reported_unreadable = set()
         version, path = newest_version(self.settings.checkpoint_dir)
         if path is None:
@@ -124,6 +125,7 @@ class TrainerNode(Node):
 
     def _start_round(self, paths, demos_used):
         version = self.version + 1
+        self._job_version = version
         job = RoundJob(
             base_checkpoint=str(self.current_path), episode_paths=tuple(paths),
             checkpoint_dir=self.settings.checkpoint_dir, version=version, round_index=self.round,
@@ -147,11 +149,19 @@ class TrainerNode(Node):
             if item['kind'] == 'progress':
                 self._status(item['state'], item['message'], item.get('progress', 0.0))
             elif item['kind'] == 'error':
+                self._finish_process()
+                if self.version == self._job_version:
+                    # The checkpoint was written and announced; only its evaluation failed.
+                    self.get_logger().error(f'evaluation of version {self.version} failed: '
+                                            f'{item["message"]}')
+                    self._status('error', f'evaluation failed: {item["message"]}')
+                    return
                 self.get_logger().error(f'round {self.round} failed: {item["message"]}')
                 self._status('error', item['message'])
-                self._finish_process()
                 self.trained_on = len(self._all_episodes())
                 return
+            elif item['kind'] == 'checkpoint':
+                self._on_checkpoint(item)
             elif item['kind'] == 'result':
                 self._finish_process()
                 self._on_result(item)
@@ -168,7 +178,10 @@ class TrainerNode(Node):
         self._process = None
         self._queue = None
 
-    def _on_result(self, result):
+    def _on_checkpoint(self, result):
+        """Adopt and announce a round's checkpoint (once, before its evaluation finishes)."""
+        if result['version'] == self.version:
+            return
         for skipped in result.get('skipped', []):
             self.get_logger().warning(f'skipped unreadable episode {skipped["path"]}: '
                                       f'{skipped["error"]}')
@@ -178,6 +191,12 @@ class TrainerNode(Node):
         self.round += 1
         self._announce({k: result[k] for k in ('path', 'sha256', 'version', 'round', 'demos_used',
                                                'step', 'metrics')})
+        if self.settings.evaluate_episodes > 0:
+            self._status('evaluating', f'version {self.version} announced; evaluating it in '
+                         'simulation', 1.0)
+
+    def _on_result(self, result):
+        self._on_checkpoint(result)
         if result.get('evaluation'):
             success = result['evaluation']
             self._evaluation_pub.publish(String(data=json.dumps({

@@ -77,8 +77,10 @@ def run_round(job, queue):
     """
     Load episodes, fine-tune, write the checkpoint atomically, optionally evaluate in simulation.
 
-    Puts ``{'kind': 'progress', ...}`` dicts and finally one ``{'kind': 'result', ...}`` or
-    ``{'kind': 'error', 'message': ...}`` on ``queue``.
+    Puts ``{'kind': 'progress', ...}`` dicts, one ``{'kind': 'checkpoint', ...}`` as soon as the
+    new checkpoint is on disk (so it can be announced and swapped in before the optional
+    evaluation, which takes minutes), and finally one ``{'kind': 'result', ...}`` (the checkpoint's
+    fields plus ``evaluation``) or ``{'kind': 'error', 'message': ...}`` on ``queue``.
 
     :param job: :class:`RoundJob`
     :param queue: multiprocessing queue
@@ -149,6 +151,7 @@ def _run_round(job, queue):
               'round': job.round_index, 'demos_used': demos_used, 'skipped': skipped,
               'step': config.steps if episodes else 0,
               'metrics': provenance['metrics'], 'train_s': round(train_s, 1), 'evaluation': None}
+    queue.put({'kind': 'checkpoint', **result})
     if job.evaluate_episodes > 0:
         queue.put({'kind': 'progress', 'state': 'evaluating', 'progress': 1.0,
                    'message': f'evaluating version {job.version} in simulation'})

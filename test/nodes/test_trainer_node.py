@@ -87,4 +87,9 @@ def test_round_skips_the_unreadable_episode_and_announces_a_verified_checkpoint(
     assert announced['demos_used'] == 3
     messages = [json.loads(m.data)['message'] for m in statuses.messages]
     assert any('episode_000099' in m and 'skip' in m for m in messages), messages
-    assert json.loads(statuses.last.data)['state'] == 'waiting'
+    # The announcement comes as soon as the checkpoint is written; 'waiting' once the round
+    # process has finished.
+    assert wait_for(lambda: json.loads(statuses.last.data)['state'] == 'waiting', 30.0), \
+        statuses.last.data
+    assert sum(json.loads(m.data)['version'] == 1 for m in checkpoints.messages) == 1, \
+        'version 1 is announced once'

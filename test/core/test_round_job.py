@@ -1,0 +1,73 @@
+"""A trainer round: the checkpoint is handed over before the (slow) evaluation in simulation."""
+
+import queue
+
+from active_finetune.data.episode_index import list_saved_episodes
+from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
+from active_finetune.policy.checkpoint import load_checkpoint, save_checkpoint
+from active_finetune.policy.model import PolicyConfig, TaskPolicy
+from active_finetune.training.round_job import RoundJob, run_round
+import numpy as np
+
+TASKS = ('reach-v3', 'push-v3')
+
+
+def drain(q):
+    items = []
+    while True:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            return items
+
+
+def make_episode(recorder, task, seed, steps=10):
+    rng = np.random.default_rng(seed)
+    recorder.start(task)
+    for step in range(steps):
+        stamp = 1_700_000_000_000_000_000 + seed * 10**10 + step * 50_000_000
+        recorder.add_joint_state(['gripper_finger_distance'], [0.05], stamp_ns=stamp,
+                                 log_time_ns=stamp)
+        recorder.add_ee_pose(tuple(rng.uniform(-0.2, 0.2, 3)), stamp_ns=stamp, log_time_ns=stamp)
+        recorder.add_twist(tuple(rng.uniform(-0.5, 0.5, 3)), stamp_ns=stamp, log_time_ns=stamp)
+        recorder.add_gripper(-1.0, log_time_ns=stamp)
+        recorder.add_image(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), stamp, 'camera',
+                           log_time_ns=stamp + 1)
+    recorder.stop(success=True)
+    assert recorder.wait_idle(30.0)
+
+
+def test_checkpoint_is_announced_before_the_evaluation_and_the_result_carries_both(tmp_path):
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='image', image_size=32,
+                                     conv_channels=(8, 8, 8, 8), hidden_dim=32, feature_dim=16))
+    initial = tmp_path / 'initial'
+    save_checkpoint(policy, initial, {'kind': 'test'})
+    recorder = EpisodeRecorder(RecorderSettings(dataset_dir=str(tmp_path / 'episodes'),
+                                                min_free_disk_mb=0.0))
+    try:
+        make_episode(recorder, 'reach-v3', seed=1)
+        make_episode(recorder, 'push-v3', seed=2)
+    finally:
+        recorder.close()
+    paths = tuple(str(tmp_path / 'episodes' / e['file'])
+                  for e in list_saved_episodes(tmp_path / 'episodes'))
+    job = RoundJob(base_checkpoint=str(initial), episode_paths=paths,
+                   checkpoint_dir=str(tmp_path / 'checkpoints'), version=1, round_index=0,
+                   train={'steps': 3, 'batch_size': 4}, evaluate_episodes=1,
+                   evaluate_max_steps=3, evaluate_tasks=('reach-v3',))
+    q = queue.Queue()
+    run_round(job, q)
+    items = drain(q)
+    kinds = [item['kind'] for item in items]
+    assert 'error' not in kinds, items
+    assert kinds.count('checkpoint') == 1 and kinds[-1] == 'result'
+    handed_over = kinds.index('checkpoint')
+    evaluating = [i for i, item in enumerate(items) if item.get('state') == 'evaluating']
+    assert evaluating and handed_over < evaluating[0], 'the checkpoint comes before evaluating'
+    checkpoint, result = items[handed_over], items[-1]
+    assert checkpoint['evaluation'] is None and set(result['evaluation']) == {'reach-v3'}
+    assert {k: v for k, v in result.items() if k not in ('kind', 'evaluation')} == \
+        {k: v for k, v in checkpoint.items() if k not in ('kind', 'evaluation')}
+    _, config = load_checkpoint(checkpoint['path'])
+    assert config['weights_sha256'] == checkpoint['sha256']
+    assert config['provenance']['demos_trained'] == 2
