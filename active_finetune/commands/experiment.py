@@ -181,6 +181,27 @@ def summarise(out):
     return summary
 
 
+def markdown_report(summary):
+    """
+    Markdown table of a summary: mean success per number of demos, AUC with its 90% CI.
+
+    :param summary: dict returned by :func:`summarise`
+    :return: str (empty for an empty summary)
+    """
+    if not summary:
+        return ''
+    demos = max((s['demos'] for s in summary.values()), key=len)
+    head = '| strategy | seeds | ' + ' | '.join(f'{d} demos' for d in demos) + \
+        ' | AUC [90% CI] |'
+    lines = [head, '|' + '---|' * (len(demos) + 3)]
+    for name, s in sorted(summary.items(), key=lambda item: -item[1]['auc_mean']):
+        cells = [f'{v:.2f}' for v in s['mean']] + [''] * (len(demos) - len(s['mean']))
+        low, high = s['auc_ci90']
+        lines.append(f'| {name} | {s["seeds"]} | ' + ' | '.join(cells) +
+                     f' | {s["auc_mean"]:.3f} [{low:.3f}, {high:.3f}] |')
+    return '\n'.join(lines)
+
+
 def parse_variants(text):
     """
     Parse strategy variants.
@@ -237,9 +258,17 @@ def main(argv=None):
     parser.add_argument('--pretraining-demos-per-task', type=int, default=0,
                         help='cap on the pretraining demos re-collected as AMF target states and '
                              'conditioning set (0 = all of the mix)')
+    parser.add_argument('--report', action='store_true',
+                        help='only summarise the finished runs in --out (summary.json, plot) and '
+                             'print a markdown table')
     args = parser.parse_args(argv)
     setup_cli()
     out = Path(args.out)
+    if args.report:
+        if not (out / 'runs').is_dir():
+            parser.error(f'{out} holds no experiment (no runs/ directory)')
+        print(markdown_report(summarise(out)))
+        return 0
     (out / 'runs').mkdir(parents=True, exist_ok=True)
     spec = {
         'mix': load_mix(args.mix), 'mix_name': args.mix, 'tasks': list(parse_tasks(args.tasks)),
