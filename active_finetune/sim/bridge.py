@@ -590,7 +590,14 @@ class SimBridge:
         state = self._outputs.recorder_state()
         if self.config.recorder_timeout_s <= 0 or state is None or state[0] == 'recording':
             self._press_until(lambda st: st[0] != 'recording', f'stop recording {demo.task}')
-        elif not self._stop.is_set():
+            state = self._outputs.recorder_state()
+            # Only a recorder that has finished no episode since it started shows 'idle': it
+            # restarted during the demo (the 'recording' seen was the old process's last word
+            # and the stop press reached nobody), so nothing of this demo was saved.
+            lost = state is not None and state[0] == 'idle'
+        else:
+            lost = True  # the recorder stopped or restarted before the demo ended
+        if self.config.recorder_timeout_s > 0 and lost and not self._stop.is_set():
             # Like a person who sees the recorder restarted mid-demo: the demo is redone.
             _LOG.warning('recording of request %d (%s) was lost (recorder now %r); '
                          'demonstrating it again', demo.request_id, demo.task, state[0])
