@@ -168,7 +168,8 @@ def summarise(out):
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         for name, s in summary.items():
-            ax.plot(s['demos'], s['mean'], marker='o', label=f'{name} (AUC {s["auc_mean"]:.2f})')
+            label = f'{name} (AUC {s["auc_mean"]:.2f}, {s["seeds"]} seeds)'
+            ax.plot(s['demos'], s['mean'], marker='o', label=label)
             ax.fill_between(s['demos'], s['ci90_low'], s['ci90_high'], alpha=0.2)
         ax.set_xlabel('demonstrations collected')
         ax.set_ylabel('multi-task success rate')
