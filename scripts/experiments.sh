@@ -4,9 +4,8 @@
 # unfinished ones. Run a subset by name, e.g.: bash scripts/experiments.sh image_skewed
 #
 # Cut to fit 2 CPU cores (README, "Does AMF help?"): least_demonstrated ran on seeds 0-1 of
-# state_skewed only and not in state_balanced (with no skipped tasks it picks exactly what
-# round_robin picks: both take the earliest task with the fewest fine-tuning demos), and so does
-# privileged_rebalancing in state_balanced (equal pretraining counts); ablations on 2 seeds.
+# state_skewed only (with no skipped tasks it picks exactly what round_robin picks: both take the
+# earliest task with the fewest fine-tuning demos); ablations on 2 seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -34,7 +33,8 @@ for step in ${steps[*]}; do
     state_balanced) # MT10 state-based, balanced pretraining (10 demos of every task)
       $EXP "${STATE_BALANCED[@]}" --seeds 3 --strategies amf,uniform,round_robin ;;
     state_balanced_more)
-      $EXP "${STATE_BALANCED[@]}" --seeds 5 --strategies amf,uniform,round_robin ;;
+      $EXP "${STATE_BALANCED[@]}" --seeds 5 --strategies amf,uniform,round_robin
+      $EXP "${STATE_BALANCED[@]}" --seeds 5 --strategies least_demonstrated,privileged_rebalancing ;;
     *) echo "unknown experiment step $step" >&2; exit 2 ;;
   esac
 done
