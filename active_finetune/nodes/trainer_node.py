@@ -191,9 +191,6 @@ class TrainerNode(Node):
         self.round += 1
         self._announce({k: result[k] for k in ('path', 'sha256', 'version', 'round', 'demos_used',
                                                'step', 'metrics')})
-        if self.settings.evaluate_episodes > 0:
-            self._status('evaluating', f'version {self.version} announced; evaluating it in '
-                         'simulation', 1.0)
 
     def _on_result(self, result):
         self._on_checkpoint(result)
