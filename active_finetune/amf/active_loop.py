@@ -51,19 +51,21 @@ class LoopConfig:
 
 
 def select_next_tasks(strategy, policy, tasks, demos, rollouts, config, pretraining=(),
-                      demo_counts=None, round_index=0):
+                      demo_counts=None, round_index=0, candidates=None):
     """
     Choose the next B tasks to demonstrate with ``strategy``.
 
     :param strategy: a strategy from :func:`active_finetune.amf.baselines.make_strategy`
     :param policy: current :class:`TaskPolicy`
-    :param tasks: task names (candidates and targets)
+    :param tasks: task names (targets, and candidates unless ``candidates`` is given)
     :param demos: demo episodes collected so far
     :param rollouts: dict task -> current-policy rollouts (may be empty)
     :param config: :class:`LoopConfig`
     :param pretraining: pretraining demo episodes (state source and conditioning set)
     :param demo_counts: dict task -> demos so far (derived from ``demos`` if None)
     :param round_index: round number, for seeding
+    :param candidates: the tasks that may be asked for (a subset of ``tasks``, e.g. without the
+        skipped ones); None = all of ``tasks``.  Targets stay all of ``tasks``.
     :return: a SelectionResult
     """
     from active_finetune.amf.selection import SelectionInputs
@@ -80,7 +82,8 @@ def select_next_tasks(strategy, policy, tasks, demos, rollouts, config, pretrain
         inputs = SelectionInputs(
             targets=emb['targets'], candidates=emb['candidates'], demos=emb['demos'],
             target_weights=config.target_weights, rho2=config.rho2)
-    return strategy.select(tasks=list(tasks), demo_counts=counts,
+    allowed = list(tasks) if candidates is None else [t for t in tasks if t in candidates]
+    return strategy.select(tasks=allowed, demo_counts={t: counts.get(t, 0) for t in allowed},
                            batch_size=config.demos_per_round, inputs=inputs)
 
 
@@ -101,6 +104,7 @@ class ActiveFinetuningLoop:
                  workers=1, progress=False):
         from active_finetune.amf.baselines import make_strategy
         self.policy = policy
+        self.pretrained = policy
         self.tasks = tuple(policy.config.tasks)
         self.sim_config = sim_config
         self.config = config
@@ -166,7 +170,8 @@ class ActiveFinetuningLoop:
         from dataclasses import replace
         train_config = replace(self.config.finetune, seed=self.config.seed * 100 + self.round)
         self.policy, metrics = train_bc(self.policy, DemoDataset(self.demos, self.policy.config),
-                                        train_config, progress=self.progress)
+                                        train_config, progress=self.progress,
+                                        anchor=self.pretrained)
         self.round += 1
         return {'round': self.round, 'chosen': chosen, 'selection': selection.to_dict(),
                 'demos_used': len(self.demos), 'demo_success': [bool(e.success) for e in new],

@@ -176,9 +176,11 @@ class SelectorSession:
                                      seed=self.settings.seed, pretraining_counts={})
             reason = 'no target states yet (no demos, no rollouts): least demonstrated task'
         config = replace(self.loop_config, demos_per_round=batch)
-        result = select_next_tasks(strategy, policy, allowed, demos, rollouts, config,
-                                   demo_counts={t: counts[t] for t in allowed},
-                                   round_index=round_index)
+        # A skip means "cannot demonstrate this now": the task leaves the candidates, while the
+        # expert's behaviour on it stays a target.
+        result = select_next_tasks(strategy, policy, self.tasks, demos, rollouts, config,
+                                   demo_counts=dict(counts), round_index=round_index,
+                                   candidates=allowed)
         out = result.to_dict()
         scores = out['scores'][0] if isinstance(out.get('scores'), list) else out.get('scores', {})
         terms = out.get('terms', {})

@@ -4,7 +4,8 @@ Target and candidate states for AMF (AMF.md, "Target states S(c)").
 For every task c the expert's state distribution is unknown; it is approximated by
 - the current policy's own rollouts of c (simulation, or evaluation runs recorded on a robot),
 - the states of every demo collected so far, weighted by the current policy's likelihood ratio
-  prod_t pi(a_t|s_t,c) / pi(a_t|s_t,c_i), self-normalised and clipped,
+  prod_t pi(a_t|s_t,c) / pi(a_t|s_t,c_i) over all steps t of the demo (c_i: the task it was
+  recorded for), self-normalised and clipped,
 - optionally the pretraining data, weighted the same way.
 A fixed number of states is subsampled per trajectory.  The same sources, paired with c', give the
 fantasised demo states X' of a candidate task c'.
@@ -64,6 +65,36 @@ def _subsampled(episodes, config, rng):
     return [subsample_episode(e, config.states_per_trajectory, rng) for e in episodes]
 
 
+def episode_rows(episode):
+    """
+    Every step of an episode as :class:`StateRows` (with its actions).
+
+    :param episode: an :class:`Episode`
+    :return: :class:`StateRows`
+    """
+    return StateRows(episode.proprio, episode.images, episode.states, episode.actions)
+
+
+def trajectory_log_ratio(runner, task, episode, own_log_likelihood=None):
+    """
+    Log of prod_t pi(a_t | s_t, task) / pi(a_t | s_t, c_i) over every step t of ``episode``.
+
+    c_i is the task the episode was recorded for; the ratio of an episode of ``task`` itself is 0.
+
+    :param runner: :class:`PolicyRunner` of the current policy
+    :param task: the task whose state distribution the episode stands in for
+    :param episode: an :class:`Episode` with actions
+    :param own_log_likelihood: sum_t log pi(a_t | s_t, c_i) if already computed
+    :return: float
+    """
+    if episode.task == task:
+        return 0.0
+    rows = episode_rows(episode)
+    if own_log_likelihood is None:
+        own_log_likelihood = action_log_likelihood(runner, episode.task, rows).sum()
+    return float(action_log_likelihood(runner, task, rows).sum() - own_log_likelihood)
+
+
 def task_state_sets(runner, tasks, demos, rollouts, config, pretraining=()):
     """
     Build the weighted state set of every task.
@@ -79,7 +110,7 @@ def task_state_sets(runner, tasks, demos, rollouts, config, pretraining=()):
     rng = np.random.default_rng(config.seed)
     reused = list(demos) + list(pretraining)
     reused_rows = _subsampled(reused, config, rng)
-    own_ll = [action_log_likelihood(runner, e.task, r) for e, r in zip(reused, reused_rows)]
+    own_ll = [action_log_likelihood(runner, e.task, episode_rows(e)).sum() for e in reused]
     out = {}
     for task in tasks:
         parts, weights, sources = [], [], {}
@@ -93,9 +124,8 @@ def task_state_sets(runner, tasks, demos, rollouts, config, pretraining=()):
             weights.append(np.full(n, own_mass / n))
             sources['rollouts'] = n
         if has_reused:
-            log_ratio = np.array([
-                (action_log_likelihood(runner, task, r) - ll).sum() if e.task != task else 0.0
-                for e, r, ll in zip(reused, reused_rows, own_ll)])
+            log_ratio = np.array([trajectory_log_ratio(runner, task, e, ll)
+                                  for e, ll in zip(reused, own_ll)])
             traj_w = importance_weights(log_ratio, config.max_importance_weight) * (1.0 - own_mass)
             for r, w in zip(reused_rows, traj_w):
                 parts.append(r)

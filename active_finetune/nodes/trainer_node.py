@@ -128,6 +128,7 @@ class TrainerNode(Node):
         self._job_version = version
         job = RoundJob(
             base_checkpoint=str(self.current_path), episode_paths=tuple(paths),
+            anchor_checkpoint=self.settings.initial_checkpoint,
             checkpoint_dir=self.settings.checkpoint_dir, version=version, round_index=self.round,
             train=self.settings.train_kwargs(), evaluate_episodes=self.settings.evaluate_episodes,
             evaluate_max_steps=self.settings.evaluate_max_steps, log_dir=self.settings.log_dir,

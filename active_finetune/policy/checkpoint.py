@@ -150,6 +150,9 @@ def policy_from_bytes(weights, config, expected_sha256=None, device='cpu', sourc
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f'{source}: cannot parse safetensors: {exc}') from None
     policy = TaskPolicy(policy_config)
+    if policy_config.adaptive_prior and 'alpha_gate' not in tensors:
+        # Written before the per-task gate existed: every task was mixed by its learned alpha.
+        tensors['alpha_gate'] = torch.ones(len(policy_config.tasks))
     try:
         policy.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

@@ -27,7 +27,7 @@ class PolicyConfig:
     feature_dim: int = 128
     """Width of the last hidden layer: the size of last-layer feature embeddings."""
     adaptive_prior: bool = False
-    """Whether a frozen pretrained copy is mixed in by a learned per-task weight (AMF.md)."""
+    """Whether a frozen pretrained copy is mixed in by a learned per-task weight alpha(c)."""
 
     def __post_init__(self):
         object.__setattr__(self, 'tasks', tuple(self.tasks))
@@ -188,8 +188,10 @@ class TaskPolicy(nn.Module):
 
     Normalisation of proprioception and state lives in buffers, so a checkpoint carries it.
     With ``adaptive_prior`` the module also holds a frozen copy ``prior`` of the pretrained
-    weights and a per-task logit; the output mean is
-    ``alpha(c) * mean_ft + (1 - alpha(c)) * mean_prior`` (AMF.md, "Fine-tuning").
+    weights, a per-task logit and a per-task gate; the output mean is
+    ``alpha(c) * mean_ft + (1 - alpha(c)) * mean_prior`` with
+    ``alpha(c) = gate(c) * sigmoid(logit(c))``.  The gate is 1 only for tasks the fine-tuning
+    data contains, so a task without demos is served by the pretrained weights exactly.
     """
 
     def __init__(self, config):
@@ -209,6 +211,7 @@ class TaskPolicy(nn.Module):
             self.prior = _GaussianPolicyNet(config)
             self.prior.requires_grad_(False)
             self.alpha_logit = nn.Parameter(torch.zeros(len(config.tasks)))
+            self.register_buffer('alpha_gate', torch.zeros(len(config.tasks)))
 
     @property
     def device(self):
@@ -242,11 +245,23 @@ class TaskPolicy(nn.Module):
         Per-task weight of the fine-tuned network in the adaptive-prior mixture.
 
         :param task_ids: (B,) long
-        :return: (B, 1); ones when there is no prior
+        :return: (B, 1); ones when there is no prior, zeros for gated-off tasks
         """
         if not self.config.adaptive_prior:
             return torch.ones(len(task_ids), 1, device=self.device)
-        return torch.sigmoid(self.alpha_logit[task_ids.long()]).unsqueeze(-1)
+        ids = task_ids.long()
+        return (self.alpha_gate[ids] * torch.sigmoid(self.alpha_logit[ids])).unsqueeze(-1)
+
+    def task_alphas(self):
+        """
+        Mixture weight alpha(c) of every task.
+
+        :return: dict task -> float (1.0 for every task when there is no prior)
+        """
+        ids = torch.arange(len(self.config.tasks), device=self.device)
+        with torch.no_grad():
+            values = self.alpha(ids).squeeze(-1).tolist()
+        return dict(zip(self.config.tasks, values))
 
     def forward(self, batch):
         """
@@ -262,27 +277,42 @@ class TaskPolicy(nn.Module):
             with torch.no_grad():
                 prior_mean, prior_log_std = self.prior.head(self.prior.backbone(*inputs))
             alpha = self.alpha(batch.task_ids)
-            mean = alpha * mean + (1 - alpha) * prior_mean
-            log_std = torch.log(alpha * log_std.exp() + (1 - alpha) * prior_log_std.exp())
+            mixed_mean = alpha * mean + (1 - alpha) * prior_mean
+            mixed_log_std = torch.log(alpha * log_std.exp() + (1 - alpha) * prior_log_std.exp())
+            # Gated-off tasks get the pretrained output bit for bit, not a rounded mixture.
+            gated = alpha == 0
+            mean = torch.where(gated, prior_mean, mixed_mean)
+            log_std = torch.where(gated, prior_log_std, mixed_log_std)
         return mean, log_std, features
 
     def loss_gradient_embeddings(self, batch):
         """
         Compute expected loss-gradient embeddings with respect to the head's mean weights and bias.
 
-        The Gaussian NLL at the model's own mean has zero gradient, so the label is drawn from
-        the policy's predictive distribution, y = mean + sigma * eps.  Per action dimension j the
-        gradient of the NLL with respect to the head row j is ``-eps_j / sigma_j * (1 - mean_j^2)
-        * [h, 1]``.  Averaging the linear kernel of these gradients over labels drawn with common
-        random numbers (BADGE-style) gives, in the limit of many samples, the kernel of the
-        deterministic embedding returned here: ``[(1 - mean_j^2) / sigma_j * [h, 1]]_j``.
+        The BC loss at the model's own mean has zero gradient, so the label is drawn from the
+        policy's predictive distribution, y = mean + sigma * eps (BADGE-style).  For the squared
+        error on the mean, the gradient with respect to head row j is
+        ``-sigma_j * eps_j * (1 - mean_j^2) * [h, 1]``; averaging the linear kernel of these
+        gradients over labels drawn with common random numbers gives, in the limit of many
+        samples, the kernel of the deterministic embedding returned here:
+        ``[sigma_j * (1 - mean_j^2) * [h, 1]]_j``.  A task the network is unsure about has large
+        embeddings, a task it already imitates closely has small ones.
+
+        Two choices keep AMF from locking in on the tasks it already asked for:
+
+        - the squared error, not the Gaussian NLL: the NLL's gradient carries ``1 / sigma_j``
+          (the Fisher information), so the tasks the last round made the network confident on
+          got the largest embeddings and looked the most informative;
+        - the fine-tuned network's own mean and sigma, not the adaptive-prior mixture's: the
+          mixture weight alpha(c) says how much the robot trusts the fine-tuned weights for task
+          c today, not how much a demo of c would teach them.
 
         :param batch: an :class:`ObservationBatch`
         :return: (B, ACTION_DIM * (feature_dim + 1)) float tensor
         """
-        mean, log_std, features = self.forward(batch)
-        alpha = self.alpha(batch.task_ids)
-        scale = alpha * (1 - mean.pow(2)) / log_std.exp()
+        features = self.net.backbone(*self._inputs(batch))
+        mean, log_std = self.net.head(features)
+        scale = log_std.exp() * (1 - mean.pow(2))
         h = torch.cat([features, torch.ones_like(features[:, :1])], dim=-1)
         return (scale.unsqueeze(-1) * h.unsqueeze(1)).flatten(1)
 
@@ -332,4 +362,5 @@ def with_adaptive_prior(policy):
     if policy.config.adaptive_prior:
         new.prior.load_state_dict(policy.prior.state_dict())
         new.alpha_logit.data.copy_(policy.alpha_logit.data)
+        new.alpha_gate.copy_(policy.alpha_gate)
     return new

@@ -36,11 +36,27 @@ class TrainConfig:
     image_shift_px: int = 4
     """Random-shift augmentation of images (pad and crop), pixels; 0 turns it off."""
     forgetting_control: str = 'adaptive_prior'
-    """'adaptive_prior' (AMF.md), 'l2_init' (L2 to the weights at the start) or 'none'."""
+    """
+    'adaptive_prior' (a frozen pretrained copy mixed in per task), 'l2_init' (L2 to the
+    pretrained weights) or 'none'.
+    """
     alpha_penalty: float = 0.1
-    """Conservative penalty on the per-task mixture weight alpha(c) (adaptive prior)."""
-    alpha_learning_rate: float = 1e-2
-    """Learning rate of the per-task mixture logits (they must move far in one round)."""
+    """
+    Conservative penalty on the mixture weight alpha(c) of demonstrated tasks, per task; tasks
+    without demos are gated to alpha = 0 exactly (the pretrained policy).
+    """
+    alpha_logit_travel: float = 8.0
+    """
+    Largest change of a task's mixture logit in one round: the logits' Adam learning rate is this
+    divided by the steps they train, so alpha can go from 0.5 to above 0.99 in any round length.
+    """
+    alpha_start_fraction: float = 0.5
+    """
+    Share of a round's steps before the mixture logits start to learn: the fine-tuned network
+    first fits the new demos, then alpha(c) weighs it against the pretrained one (learning both
+    from the start pushed a newly demonstrated task's alpha down while the network was still
+    worse than pi_0 on it).
+    """
     l2_init_weight: float = 1e-2
     loss: str = 'nll'
     """'nll' (Gaussian negative log-likelihood) or 'mse' (on the mean)."""
@@ -58,7 +74,13 @@ class TrainConfig:
         if self.loss not in ('nll', 'mse'):
             raise ValueError(f"loss must be 'nll' or 'mse', got {self.loss!r}")
         if self.alpha_penalty < 0 or self.l2_init_weight < 0:
-            raise ValueError('alpha_penalty and l2_init_weight must be >= 0')
+            raise ValueError(f'alpha_penalty and l2_init_weight must be >= 0, got '
+                             f'{self.alpha_penalty}, {self.l2_init_weight}')
+        if not self.alpha_logit_travel > 0:
+            raise ValueError(f'alpha_logit_travel must be > 0, got {self.alpha_logit_travel}')
+        if not 0.0 <= self.alpha_start_fraction < 1.0:
+            raise ValueError(f'alpha_start_fraction must be in [0, 1), '
+                             f'got {self.alpha_start_fraction}')
 
 
 class DemoDataset:
@@ -149,19 +171,50 @@ def random_shift(images, pad, generator):
     return x.to(torch.uint8)
 
 
-def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None):
+def anchor_weights(policy, anchor=None):
+    """
+    Weights that L2-to-init pulls towards: the pretrained policy pi0.
+
+    :param policy: the policy fine-tuning starts from
+    :param anchor: the pretrained :class:`TaskPolicy`, or None
+    :return: list of tensors, one per parameter of ``policy.net``
+    :raises ValueError: if ``anchor`` has another architecture
+    """
+    if anchor is not None:
+        source = anchor.prior if anchor.config.adaptive_prior else anchor.net
+    elif policy.config.adaptive_prior:
+        source = policy.prior
+    else:
+        _LOG.debug('no anchor given: L2 pulls towards the starting weights')
+        source = policy.net
+    params = [p.detach().clone().to(policy.device) for p in source.parameters()]
+    shapes = [tuple(p.shape) for p in policy.net.parameters()]
+    if [tuple(p.shape) for p in params] != shapes:
+        raise ValueError('the L2 anchor has another architecture than the policy being trained')
+    return params
+
+
+def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None, anchor=None):
     """
     Behaviour cloning on ``dataset``, starting from ``policy``'s weights.
 
-    With ``forgetting_control='adaptive_prior'`` the returned policy mixes a frozen copy of the
-    pretrained weights with the fine-tuned ones by a learned alpha(c); tasks without data are
-    pushed towards alpha = 0 by the conservative penalty.  Deterministic on the CPU for a seed.
+    Forgetting control:
+
+    - ``adaptive_prior``: the returned policy mixes a frozen copy of the pretrained weights with
+      the fine-tuned ones, ``alpha(c) * pi_ft + (1 - alpha(c)) * pi_0``.  Tasks without demos (in
+      this dataset or any earlier round) are gated to alpha = 0, so they act exactly like pi_0;
+      demonstrated tasks learn alpha from the BC loss plus ``alpha_penalty``.
+    - ``l2_init``: an L2 penalty towards pi_0: ``anchor`` when given (the loop passes the
+      pretrained policy), else the prior of an adaptive-prior policy, else the starting weights.
+
+    Deterministic on the CPU for a seed.
 
     :param policy: starting :class:`TaskPolicy` (not modified)
     :param dataset: :class:`DemoDataset`
     :param config: :class:`TrainConfig`
     :param progress: show a progress bar
     :param log_fn: optional callable(step, metrics dict) called every 100 steps
+    :param anchor: the pretrained :class:`TaskPolicy` pi_0 for ``l2_init`` (None: see above)
     :return: (trained policy in eval mode, final metrics dict)
     :raises EmptyDatasetError: if the dataset is empty
     """
@@ -176,17 +229,22 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None)
         model = copy.deepcopy(policy)
     model.train()
     device = model.device
-    init_params = None
-    if config.forgetting_control == 'l2_init':
-        init_params = [p.detach().clone() for p in model.net.parameters()]
-    groups = [{'params': [p for p in model.net.parameters() if p.requires_grad]}]
-    if config.forgetting_control == 'adaptive_prior':
-        groups.append({'params': [model.alpha_logit], 'lr': config.alpha_learning_rate,
-                       'weight_decay': 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
     seen = torch.zeros(len(model.config.tasks), dtype=torch.bool, device=device)
     seen[torch.as_tensor(np.unique(dataset.task_ids))] = True
+    init_params = None
+    if config.forgetting_control == 'l2_init':
+        init_params = anchor_weights(policy, anchor)
+    groups = [{'params': [p for p in model.net.parameters() if p.requires_grad]}]
+    if config.forgetting_control == 'adaptive_prior':
+        with torch.no_grad():
+            model.alpha_gate[seen] = 1.0
+    alpha_start = int(config.alpha_start_fraction * config.steps)
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    alpha_optimizer = None
+    if config.forgetting_control == 'adaptive_prior':
+        alpha_optimizer = torch.optim.Adam(
+            [model.alpha_logit], lr=config.alpha_logit_travel / max(1, config.steps - alpha_start))
     metrics = {}
     bar = tqdm(range(config.steps), desc='train', disable=not progress, leave=False)
     for step in bar:
@@ -201,15 +259,19 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None)
             bc_loss = (mean - target).pow(2).sum(-1).mean()
         loss = bc_loss
         if config.forgetting_control == 'adaptive_prior':
-            alpha = torch.sigmoid(model.alpha_logit)
-            loss = loss + config.alpha_penalty * alpha[~seen].sum() / len(alpha) \
-                + config.alpha_penalty * 0.1 * alpha[seen].sum() / len(alpha)
+            gated = model.alpha_gate > 0
+            alpha = torch.sigmoid(model.alpha_logit[gated])
+            loss = loss + config.alpha_penalty * alpha.sum() / len(model.config.tasks)
         elif init_params is not None:
             l2 = sum((p - p0).pow(2).sum() for p, p0 in zip(model.net.parameters(), init_params))
             loss = loss + config.l2_init_weight * l2
         optimizer.zero_grad(set_to_none=True)
+        if alpha_optimizer is not None:
+            alpha_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if alpha_optimizer is not None and step >= alpha_start:
+            alpha_optimizer.step()
         if step % 100 == 0 or step == config.steps - 1:
             metrics = {'loss': float(loss.detach()), 'bc_loss': float(bc_loss.detach()),
                        'mse': float((mean.detach() - target).pow(2).sum(-1).mean())}
@@ -217,6 +279,5 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None)
             if log_fn is not None:
                 log_fn(step, metrics)
     if config.forgetting_control == 'adaptive_prior':
-        metrics['alpha'] = {t: float(a) for t, a in zip(
-            model.config.tasks, torch.sigmoid(model.alpha_logit).tolist())}
+        metrics['alpha'] = model.task_alphas()
     return model.eval(), metrics

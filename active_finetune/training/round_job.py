@@ -35,6 +35,8 @@ class RoundJob:
     threads: int = 1
     demos_used: int = -1
     """Demos recorded so far, failed ones included (budget accounting); -1 = len(episode_paths)."""
+    anchor_checkpoint: str = ''
+    """The pretrained checkpoint pi_0 that ``l2_init`` pulls towards ('' = base_checkpoint)."""
 
 
 def version_path(checkpoint_dir, version):
@@ -125,10 +127,13 @@ def _run_round(job, queue):
             for key, value in metrics.items():
                 writer.add_scalar(f'finetune/{key}', value, step)
 
+    anchor = None
+    if config.forgetting_control == 'l2_init' and job.anchor_checkpoint:
+        anchor, _ = load_checkpoint(job.anchor_checkpoint)
     t0 = time.perf_counter()
     if episodes:
         policy, metrics = train_bc(policy, DemoDataset(episodes, policy.config), config,
-                                   log_fn=log_fn)
+                                   log_fn=log_fn, anchor=anchor)
     else:
         # Nothing usable this round (every demo failed or was unreadable): the new version keeps
         # the weights, so the loop (selector, policy) moves on instead of waiting forever.
