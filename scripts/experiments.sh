@@ -3,9 +3,8 @@
 # they were run. Each step is resumable: re-running skips finished (strategy, seed) runs and redoes
 # unfinished ones. Run a subset by name, e.g.: bash scripts/experiments.sh image_skewed
 #
-# Cut to fit 2 CPU cores (README, "Does AMF help?"): least_demonstrated ran on seeds 0-1 of
-# state_skewed only (with no skipped tasks it picks exactly what round_robin picks: both take the
-# earliest task with the fewest fine-tuning demos); ablations on 2 seeds.
+# Seeds: the three main strategies on 8 seeds, the other baselines and the ablations on 5 (run in
+# this order; what did not fit in a session is said in the README, "Does AMF help?").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -20,21 +19,21 @@ IMAGE_SKEWED=(--out results/experiments/image_skewed --observation image --image
   --mix skewed_40 --pretrained checkpoints/pretrained_mt10_skewed --pretraining-demos-per-task 4
   --budget 6 --demos-per-round 2 --finetune-steps 300 --batch-size 64 --eval-episodes 2
   --target-rollouts 1 --max-steps 150 --workers "$WORKERS")
-steps=("${@:-state_skewed image_skewed state_balanced state_ablations state_balanced_more}")
+steps=("${@:-state_skewed state_skewed_more state_balanced state_balanced_more image_skewed}")
 for step in ${steps[*]}; do
   case $step in
     state_skewed)   # MT10 state-based, skewed pretraining (5 tasks x 20 demos, 5 with none)
-      $EXP "${STATE_SKEWED[@]}" --seeds 2 --strategies least_demonstrated
-      $EXP "${STATE_SKEWED[@]}" --seeds 5 --strategies amf,uniform,round_robin,privileged_rebalancing ;;
-    state_ablations) # loss-gradient vs last-layer-feature embeddings; adaptive prior vs L2-to-init
-      $EXP "${STATE_SKEWED[@]}" --seeds 2 --strategies amf:features,amf:no_prior ;;
+      $EXP "${STATE_SKEWED[@]}" --seeds 8 --strategies amf,uniform,privileged_rebalancing ;;
+    state_skewed_more) # other baselines; loss-gradient vs features; adaptive prior vs L2-to-pi0
+      $EXP "${STATE_SKEWED[@]}" --seeds 5 \
+        --strategies round_robin,least_demonstrated,amf:features,amf:l2,uniform:l2 ;;
+    state_balanced) # MT10 state-based, balanced pretraining (10 demos of every task)
+      $EXP "${STATE_BALANCED[@]}" --seeds 8 --strategies amf,uniform,privileged_rebalancing ;;
+    state_balanced_more)
+      $EXP "${STATE_BALANCED[@]}" --seeds 5 \
+        --strategies round_robin,least_demonstrated,amf:features,amf:l2,uniform:l2 ;;
     image_skewed)   # from the shipped image checkpoint, AMF vs uniform
       $EXP "${IMAGE_SKEWED[@]}" --seeds 3 --strategies amf,uniform ;;
-    state_balanced) # MT10 state-based, balanced pretraining (10 demos of every task)
-      $EXP "${STATE_BALANCED[@]}" --seeds 3 --strategies amf,uniform,round_robin ;;
-    state_balanced_more)
-      $EXP "${STATE_BALANCED[@]}" --seeds 5 --strategies amf,uniform,round_robin
-      $EXP "${STATE_BALANCED[@]}" --seeds 5 --strategies least_demonstrated,privileged_rebalancing ;;
     *) echo "unknown experiment step $step" >&2; exit 2 ;;
   esac
 done

@@ -5,7 +5,9 @@ Each run (strategy, seed) pretrains (cached per seed), then loops select -> demo
 fine-tune -> evaluate until the budget is spent.  Every run's results are written atomically after
 every round to ``<out>/runs/<strategy>_seed<k>.json``; a restarted experiment skips finished runs
 (resumable after a crash).  Finally it writes ``summary.json`` (mean and 90% bootstrap CI per
-strategy and number of demos, area under the curve) and ``success_vs_demos.png``.
+strategy and number of demos, area under the curve; paired per-seed differences against uniform
+and privileged rebalancing with a sign-flip test; the tasks picked per round) and
+``success_vs_demos.png``.
 """
 
 import argparse
@@ -36,15 +38,30 @@ def _write_json(path, data):
 
 
 def _pretrained(out, spec, seed):
-    """Pretrain (or load the cached) policy of this experiment for ``seed``."""
+    """
+    Pretrain (or load the cached) policy of this experiment for ``seed``.
+
+    The pretraining demos are re-collected exactly as :func:`pretrain` collected them (same scenes
+    from ``base_seed=seed``, same operator noise ``spec['noise_std']``, the same simulator
+    settings), capped at ``spec['pretraining_demos_per_task']`` per task: a prefix of each task's
+    pretraining demos.
+
+    :param out: experiment directory (the cache is ``<out>/pretrained/seed<k>``)
+    :param spec: experiment spec dict
+    :param seed: experiment seed
+    :return: (policy, list of pretraining demo episodes)
+    """
     from active_finetune.commands.pretrain import pretrain
     path = out / 'pretrained' / f'seed{seed}'
     mix = spec['mix']
-    sim_config = SimConfig(image_size=spec['image_size'] if spec['observation'] == 'image' else 0,
-                           max_steps=spec['max_steps'])
+    noise_std = spec['noise_std']
+    # pretrain() collects with the simulator defaults apart from the camera size (its episodes run
+    # to SimConfig's max_steps, not the experiment's): re-collect the same way.
+    pretrain_sim = SimConfig(
+        image_size=spec['image_size'] if spec['observation'] == 'image' else 0)
     cap = spec.get('pretraining_demos_per_task') or max(mix.values(), default=0)
-    demos = collect_demos({t: min(n, cap) for t, n in mix.items() if n > 0}, sim_config,
-                          base_seed=seed, workers=1, progress=False)
+    demos = collect_demos({t: min(n, cap) for t, n in mix.items() if n > 0}, pretrain_sim,
+                          base_seed=seed, noise_std=noise_std, workers=1, progress=False)
     if spec.get('pretrained'):
         policy, _ = load_checkpoint(spec['pretrained'])
         if list(policy.config.tasks) != list(spec['tasks']) or \
@@ -55,15 +72,21 @@ def _pretrained(out, spec, seed):
         return policy, demos
     if path.exists():
         try:
-            return load_checkpoint(path)[0], demos
+            policy, config = load_checkpoint(path)
         except CheckpointError as exc:
             _LOG.warning('cached pretrained policy unusable (%s); retraining', exc)
-            import shutil
-            shutil.rmtree(path)
+        else:
+            cached_noise = config.get('provenance', {}).get('noise_std', 0.0)
+            if cached_noise == noise_std:
+                return policy, demos
+            _LOG.warning('cached pretrained policy %s was trained with operator noise %s, not %s; '
+                         'retraining', path, cached_noise, noise_std)
+        import shutil
+        shutil.rmtree(path)
     policy, _, provenance = pretrain(
         mix, tuple(spec['tasks']), spec['observation'], spec['image_size'],
         TrainConfig(steps=spec['pretrain_steps'], seed=seed, forgetting_control='none'),
-        seed, workers=1, progress=False)
+        seed, workers=1, noise_std=noise_std, progress=False)
     try:
         save_checkpoint(policy, path, provenance)
     except FileExistsError:
@@ -135,9 +158,160 @@ def bootstrap_ci(values, level=0.9, samples=2000, seed=0):
     return float(values.mean()), float(lo), float(hi)
 
 
+def paired_differences(values_a, values_b):
+    """
+    Per-seed differences A minus B over the seeds both have.
+
+    :param values_a: dict seed -> value of A
+    :param values_b: dict seed -> value of B
+    :return: (sorted list of the common seeds, list of float differences in that order)
+    """
+    seeds = sorted(set(values_a) & set(values_b))
+    return seeds, [float(values_a[s]) - float(values_b[s]) for s in seeds]
+
+
+def sign_flip_p_value(diffs, max_exact=16, samples=20000, seed=0):
+    """
+    Two-sided paired permutation (sign-flip) test of a zero mean difference.
+
+    Under the null hypothesis each per-seed difference is as likely to have either sign.  The
+    p-value is the fraction of sign assignments whose mean is at least as far from zero as the
+    observed one: all ``2 ** n`` of them for ``n <= max_exact``, else ``samples`` random ones
+    (then ``(hits + 1) / (samples + 1)``, which counts the observed assignment and never gives 0).
+
+    :param diffs: per-seed differences
+    :param max_exact: largest number of differences to enumerate exactly
+    :param samples: random sign assignments beyond ``max_exact``
+    :param seed: RNG seed of the random assignments
+    :return: p-value in (0, 1]; 1.0 for no differences
+    """
+    diffs = np.asarray(diffs, dtype=np.float64)
+    n = len(diffs)
+    if n == 0:
+        return 1.0
+    observed = abs(diffs.mean())
+    if n <= max_exact:
+        bits = (np.arange(2 ** n)[:, None] >> np.arange(n)) & 1
+        means = np.abs(((1 - 2 * bits) * diffs).mean(1))
+        return float(np.mean(means >= observed - 1e-12))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice((-1.0, 1.0), size=(samples, n))
+    hits = int(np.sum(np.abs((signs * diffs).mean(1)) >= observed - 1e-12))
+    return (hits + 1) / (samples + 1)
+
+
+def _paired_stats(name_a, name_b, values_a, values_b):
+    """
+    Mean difference, its 90% bootstrap CI, sign-flip p-value and verdict over the common seeds.
+
+    :param name_a: name of A (for the verdict)
+    :param name_b: name of B
+    :param values_a: dict seed -> value of A
+    :param values_b: dict seed -> value of B
+    :return: dict, or None without a common seed
+    """
+    seeds, diffs = paired_differences(values_a, values_b)
+    if not seeds:
+        return None
+    mean, low, high = bootstrap_ci(diffs)
+    if len(seeds) < 2:
+        verdict = 'too few seeds'
+    elif low > 0:
+        verdict = f'{name_a} above {name_b}'
+    elif high < 0:
+        verdict = f'{name_a} below {name_b}'
+    else:
+        verdict = 'no measurable difference'
+    return {'n': len(seeds), 'seed_ids': seeds, 'diffs': diffs, 'mean_diff': mean,
+            'ci90': [low, high], 'p_sign_flip': sign_flip_p_value(diffs), 'verdict': verdict}
+
+
+def _auc(demos, curve):
+    """Area under a success-versus-demos curve divided by its demo range (its mean height)."""
+    if len(demos) < 2 or demos[-1] == demos[0]:
+        return float(np.mean(curve))
+    return float(np.trapezoid(curve, demos) / (demos[-1] - demos[0]))
+
+
+#: Keys of summary.json that are not variants.
+SUMMARY_META_KEYS = ('paired', 'picks')
+#: Every variant is compared with these (when they ran).
+PAIRED_REFERENCES = ('uniform', 'privileged_rebalancing')
+
+
+def summary_variants(summary):
+    """
+    Select the per-variant entries of a summary.
+
+    :param summary: dict returned by :func:`summarise`
+    :return: dict variant name -> its entry (without the 'paired' and 'picks' keys)
+    """
+    return {k: v for k, v in summary.items() if k not in SUMMARY_META_KEYS}
+
+
+def _paired(by_variant):
+    """Paired per-seed comparisons of every variant with each reference variant."""
+    per_run = {}
+    for name, rs in by_variant.items():
+        curves = {r['seed']: {rd['demos_used']: rd['mean_success'] for rd in r['rounds']}
+                  for r in rs}
+        aucs = {r['seed']: _auc([rd['demos_used'] for rd in r['rounds']],
+                                [rd['mean_success'] for rd in r['rounds']]) for r in rs}
+        per_run[name] = curves, aucs
+    paired = {}
+    for ref in PAIRED_REFERENCES:
+        if ref not in by_variant:
+            continue
+        for name in sorted(by_variant):
+            if name == ref or f'{ref} - {name}' in paired:
+                continue
+            (curves_a, auc_a), (curves_b, auc_b) = per_run[name], per_run[ref]
+            auc = _paired_stats(name, ref, auc_a, auc_b)
+            if auc is None:
+                continue
+            demos = sorted({d for c in curves_a.values() for d in c} &
+                           {d for c in curves_b.values() for d in c})
+            per_demos = []
+            for d in demos:
+                stats = _paired_stats(name, ref,
+                                      {s: c[d] for s, c in curves_a.items() if d in c},
+                                      {s: c[d] for s, c in curves_b.items() if d in c})
+                if stats is not None:
+                    per_demos.append(dict(demos=d, **stats))
+            paired[f'{name} - {ref}'] = {
+                'a': name, 'b': ref, 'n': auc['n'], 'seed_ids': auc['seed_ids'],
+                'verdict': auc['verdict'], 'auc': auc, 'per_demos': per_demos}
+    return paired
+
+
+def _picks(by_variant):
+    """Tasks chosen per round per seed, and for AMF variants how often later rounds branch out."""
+    picks = {}
+    for name, rs in sorted(by_variant.items()):
+        runs = []
+        for r in sorted(rs, key=lambda r: r['seed']):
+            chosen = [list(rd.get('chosen', [])) for rd in r['rounds'][1:]]
+            run = {'seed': r['seed'], 'chosen': chosen}
+            if r['variant']['strategy'] == 'amf':
+                first = set(chosen[0]) if chosen else set()
+                run['new_task_after_round1'] = any(t not in first for c in chosen[1:] for t in c)
+            runs.append(run)
+        entry = {'runs': runs}
+        if any('new_task_after_round1' in run for run in runs):
+            entry['new_task_after_round1_runs'] = sum(
+                run.get('new_task_after_round1', False) for run in runs)
+        picks[name] = entry
+    return picks
+
+
 def summarise(out):
     """
     Aggregate finished runs into summary.json and a plot.
+
+    The summary holds one entry per variant (mean success and its 90% bootstrap CI per number of
+    demos, normalised area under the curve, final per-task success), plus 'paired' (per-seed
+    differences of each variant against uniform and privileged rebalancing, see
+    :func:`paired_differences` and :func:`sign_flip_p_value`) and 'picks' (tasks chosen per round).
 
     :param out: experiment directory
     :return: summary dict
@@ -152,7 +326,7 @@ def summarise(out):
         demos = [rd['demos_used'] for rd in rs[0]['rounds']]
         curves = np.array([[rd['mean_success'] for rd in r['rounds']] for r in rs])
         stats = [bootstrap_ci(curves[:, i]) for i in range(curves.shape[1])]
-        auc = [float(np.trapezoid(c, demos) / (demos[-1] - demos[0])) for c in curves]
+        auc = [_auc(demos, c) for c in curves]
         summary[name] = {
             'seeds': len(rs), 'demos': demos,
             'mean': [s[0] for s in stats], 'ci90_low': [s[1] for s in stats],
@@ -161,72 +335,169 @@ def summarise(out):
             'final_per_task': {t: float(np.mean([r['rounds'][-1]['success'][t] for r in rs]))
                                for t in rs[0]['rounds'][-1]['success']},
         }
+    if summary:
+        summary['paired'] = _paired(by_variant)
+        summary['picks'] = _picks(by_variant)
     _write_json(out / 'summary.json', summary)
     if summary:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for name, s in summary.items():
-            label = f'{name} (AUC {s["auc_mean"]:.2f}, {s["seeds"]} seeds)'
-            ax.plot(s['demos'], s['mean'], marker='o', label=label)
-            ax.fill_between(s['demos'], s['ci90_low'], s['ci90_high'], alpha=0.2)
-        ax.set_xlabel('demonstrations collected')
-        ax.set_ylabel('multi-task success rate')
-        ax.set_title(out.name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / 'success_vs_demos.png', dpi=120)
-        plt.close(fig)
+        plot_summary(summary, out / 'success_vs_demos.png', out.name)
     return summary
+
+
+def plot_summary(summary, path, title):
+    """
+    Plot mean success versus demos with 90% bootstrap bands, one line per variant.
+
+    :param summary: dict returned by :func:`summarise`
+    :param path: PNG file to write
+    :param title: plot title
+    :return: list of the legend labels, in plotting order
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    drawn, labels = [], []
+    for name, s in summary_variants(summary).items():
+        label = f'{name} (AUC {s["auc_mean"]:.2f}, {s["seeds"]} seeds)'
+        twin = next((other for other, demos, mean in drawn
+                     if demos == s['demos'] and np.allclose(mean, s['mean'])), None)
+        if twin is not None:
+            label += f' (identical to {twin})'
+        line, = ax.plot(s['demos'], s['mean'], marker='o', label=label,
+                        linestyle='--' if twin is not None else '-')
+        ax.fill_between(s['demos'], s['ci90_low'], s['ci90_high'], alpha=0.2,
+                        color=line.get_color())
+        drawn.append((name, s['demos'], s['mean']))
+        labels.append(label)
+    ax.set_xticks(sorted({d for _, demos, _ in drawn for d in demos}))
+    ax.set_xlabel('demonstrations collected')
+    ax.set_ylabel('multi-task success rate')
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.text(0.01, 0.01, 'bands: 90% bootstrap CI over seeds', fontsize=8, ha='left',
+             va='bottom')
+    # Outside the axes, to the right, so that it hides no data; the saved image grows to fit it.
+    ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc='upper left', borderaxespad=0)
+    fig.savefig(path, dpi=120, bbox_inches='tight')
+    plt.close(fig)
+    return labels
+
+
+def _short_task(task):
+    """Task name without the Meta-World version suffix."""
+    return task[:-len('-v3')] if task.endswith('-v3') else task
+
+
+def picks_table(summary, variant):
+    """
+    Markdown table of the tasks a variant picked: one row per seed, one column per round.
+
+    :param summary: dict returned by :func:`summarise`
+    :param variant: variant name
+    :return: str (empty when the summary holds no picks for ``variant``)
+    """
+    runs = summary.get('picks', {}).get(variant, {}).get('runs', [])
+    if not runs:
+        return ''
+    rounds = max(len(run['chosen']) for run in runs)
+    lines = ['| seed | ' + ' | '.join(f'round {i + 1}' for i in range(rounds)) + ' |',
+             '|' + '---|' * (rounds + 1)]
+    for run in runs:
+        cells = [', '.join(_short_task(t) for t in c) for c in run['chosen']]
+        cells += [''] * (rounds - len(cells))
+        lines.append(f'| {run["seed"]} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def _signed(value, digits):
+    """Format a difference with an explicit sign."""
+    return f'{value:+.{digits}f}'
 
 
 def markdown_report(summary):
     """
-    Markdown table of a summary: mean success per number of demos, AUC with its 90% CI.
+    Markdown tables of a summary.
+
+    The first table gives the mean success per number of demos and the AUC with its 90% CI; the
+    second (when there are paired comparisons) the paired per-seed differences: AUC difference with
+    its 90% CI, sign-flip p-value, verdict, and the difference of mean success at each number of
+    demos.
 
     :param summary: dict returned by :func:`summarise`
     :return: str (empty for an empty summary)
     """
-    if not summary:
+    variants = summary_variants(summary)
+    if not variants:
         return ''
-    demos = max((s['demos'] for s in summary.values()), key=len)
+    demos = max((s['demos'] for s in variants.values()), key=len)
     head = '| strategy | seeds | ' + ' | '.join(f'{d} demos' for d in demos) + \
         ' | AUC [90% CI] |'
     lines = [head, '|' + '---|' * (len(demos) + 3)]
-    for name, s in sorted(summary.items(), key=lambda item: -item[1]['auc_mean']):
+    for name, s in sorted(variants.items(), key=lambda item: -item[1]['auc_mean']):
         cells = [f'{v:.2f}' for v in s['mean']] + [''] * (len(demos) - len(s['mean']))
         low, high = s['auc_ci90']
         lines.append(f'| {name} | {s["seeds"]} | ' + ' | '.join(cells) +
                      f' | {s["auc_mean"]:.3f} [{low:.3f}, {high:.3f}] |')
+    paired = summary.get('paired') or {}
+    if paired:
+        budgets = sorted({p['demos'] for c in paired.values() for p in c['per_demos']})
+        lines += ['', '| comparison | seeds | AUC diff [90% CI] | sign-flip p | verdict | ' +
+                  ' | '.join(f'{d} demos' for d in budgets) + ' |',
+                  '|' + '---|' * (len(budgets) + 5)]
+        for key, c in paired.items():
+            auc = c['auc']
+            per = {p['demos']: p for p in c['per_demos']}
+            cells = [f'{_signed(per[d]["mean_diff"], 2)} [{_signed(per[d]["ci90"][0], 2)}, '
+                     f'{_signed(per[d]["ci90"][1], 2)}]' if d in per else '' for d in budgets]
+            lines.append(f'| {key} | {c["n"]} | {_signed(auc["mean_diff"], 3)} '
+                         f'[{_signed(auc["ci90"][0], 3)}, {_signed(auc["ci90"][1], 3)}] | '
+                         f'{auc["p_sign_flip"]:.3f} | {c["verdict"]} | ' + ' | '.join(cells) +
+                         ' |')
     return '\n'.join(lines)
+
+
+#: Variant flags, in the order they appear in a variant's name, and what each sets.
+VARIANT_FLAGS = {'features': ('embedding', 'features'),
+                 'l2': ('forgetting_control', 'l2_init')}
+#: Older spellings of variant flags.
+VARIANT_FLAG_ALIASES = {'no_prior': 'l2'}
 
 
 def parse_variants(text):
     """
     Parse strategy variants.
 
-    :param text: comma list of strategy names, optionally with ablation suffixes
-        'amf:features' (last-layer features) and 'amf:no_prior' (L2-to-init instead of the prior)
-    :return: list of variant dicts
-    :raises ValueError: for an unknown strategy or suffix
+    A variant is a strategy name optionally followed by ``:`` and ``+``-separated flags:
+    ``features`` (AMF embeds with last-layer features instead of loss gradients) and ``l2``
+    (fine-tune with L2-to-init instead of the adaptive prior; any strategy; ``no_prior`` is an
+    alias).  Names are normalised: ``amf:no_prior`` and ``amf:l2`` are both 'amf-l2', and flags
+    appear in a fixed order (``amf:l2+features`` is 'amf-features+l2').
+
+    :param text: comma list of variants, e.g. 'amf,uniform,amf:features,uniform:l2'
+    :return: list of variant dicts (name, strategy and the settings the flags change)
+    :raises ValueError: for an unknown strategy or flag, or a variant given twice
     """
     variants = []
     for item in text.split(','):
-        name = item.strip()
-        strategy, _, suffix = name.partition(':')
+        spec = item.strip()
+        strategy, _, suffix = spec.partition(':')
         if strategy not in STRATEGIES:
             raise ValueError(f'unknown strategy {strategy!r}; choose from {STRATEGIES}')
-        variant = {'name': name.replace(':', '-'), 'strategy': strategy}
+        flags = set()
         for flag in filter(None, suffix.split('+')):
-            if flag == 'features':
-                variant['embedding'] = 'features'
-            elif flag == 'no_prior':
-                variant['forgetting_control'] = 'l2_init'
-            else:
-                raise ValueError(f'unknown variant flag {flag!r} in {name!r}; '
-                                 f'use features or no_prior')
+            flag = VARIANT_FLAG_ALIASES.get(flag, flag)
+            if flag not in VARIANT_FLAGS:
+                raise ValueError(f'unknown variant flag {flag!r} in {spec!r}; '
+                                 f'use {" or ".join(VARIANT_FLAGS)}')
+            flags.add(flag)
+        ordered = [f for f in VARIANT_FLAGS if f in flags]
+        variant = {'name': strategy + ('-' + '+'.join(ordered) if ordered else ''),
+                   'strategy': strategy}
+        variant.update(VARIANT_FLAGS[f] for f in ordered)
+        if any(v['name'] == variant['name'] for v in variants):
+            raise ValueError(f'variant {variant["name"]!r} given twice in {text!r}')
         variants.append(variant)
     return variants
 
@@ -237,7 +508,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--out', required=True, help='experiment directory (resumable)')
     parser.add_argument('--strategies', default=','.join(STRATEGIES),
-                        help='comma list; ablations: amf:features, amf:no_prior')
+                        help='comma list; variants: amf:features (last-layer feature embedding), '
+                             '<strategy>:l2 (L2-to-init fine-tuning; alias no_prior)')
     parser.add_argument('--seeds', type=int, default=5)
     parser.add_argument('--mix', default='skewed')
     parser.add_argument('--tasks', default='mt10')
@@ -268,7 +540,12 @@ def main(argv=None):
     if args.report:
         if not (out / 'runs').is_dir():
             parser.error(f'{out} holds no experiment (no runs/ directory)')
-        print(markdown_report(summarise(out)))
+        summary = summarise(out)
+        print(markdown_report(summary))
+        for name in summary_variants(summary):
+            table = picks_table(summary, name)
+            if name.startswith('amf') and table:
+                print(f'\nTasks picked per round, {name}:\n{table}')
         return 0
     (out / 'runs').mkdir(parents=True, exist_ok=True)
     spec = {
@@ -296,7 +573,7 @@ def main(argv=None):
         for _ in tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc='runs'):
             pass
     summary = summarise(out)
-    for name, s in summary.items():
+    for name, s in summary_variants(summary).items():
         print(f'{name:28s} AUC {s["auc_mean"]:.3f} '
               f'[{s["auc_ci90"][0]:.3f}, {s["auc_ci90"][1]:.3f}]  '
               f'final {s["mean"][-1]:.3f}  seeds {s["seeds"]}')

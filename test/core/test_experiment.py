@@ -2,8 +2,10 @@
 
 import json
 
+from active_finetune.commands import experiment
 from active_finetune.commands.experiment import (
-    bootstrap_ci, main, markdown_report, parse_variants, summarise)
+    bootstrap_ci, main, markdown_report, paired_differences, parse_variants, picks_table,
+    plot_summary, sign_flip_p_value, summarise)
 import numpy as np
 import pytest
 
@@ -13,12 +15,15 @@ TINY = ['--observation', 'state', '--tasks', 'reach-v3,window-open-v3', '--mix',
         '--target-rollouts', '1', '--max-steps', '30', '--seeds', '1', '--workers', '1']
 
 
-def fake_run(out, name, seed, curve, finished=True):
+def fake_run(out, name, seed, curve, finished=True, chosen=None):
     rounds = [{'round': i, 'demos_used': 2 * i, 'mean_success': v,
                'success': {'reach-v3': v, 'window-open-v3': v}} for i, v in enumerate(curve)]
+    for rd, tasks in zip(rounds[1:], chosen or []):
+        rd['chosen'] = tasks
     (out / 'runs').mkdir(parents=True, exist_ok=True)
+    strategy = name.split('-')[0]
     (out / 'runs' / f'{name}_seed{seed}.json').write_text(json.dumps(
-        {'strategy': name.split('-')[0], 'variant': {'name': name, 'strategy': name},
+        {'strategy': strategy, 'variant': {'name': name, 'strategy': strategy},
          'seed': seed, 'rounds': rounds, 'finished': finished}))
 
 
@@ -52,12 +57,53 @@ def test_summary_ignores_unfinished_runs_and_computes_the_normalised_area(tmp_pa
 def test_variants_and_their_errors():
     assert parse_variants('amf,amf:features+no_prior') == [
         {'name': 'amf', 'strategy': 'amf'},
-        {'name': 'amf-features+no_prior', 'strategy': 'amf', 'embedding': 'features',
+        {'name': 'amf-features+l2', 'strategy': 'amf', 'embedding': 'features',
          'forgetting_control': 'l2_init'}]
     with pytest.raises(ValueError, match='unknown strategy'):
         parse_variants('greedy')
     with pytest.raises(ValueError, match='unknown variant flag'):
         parse_variants('amf:fast')
+    # no_prior is an alias of l2: both name the same variant, which may be given only once.
+    with pytest.raises(ValueError, match='given twice'):
+        parse_variants('amf:l2,amf:no_prior')
+
+
+def test_l2_variants_of_any_strategy_get_normalised_names():
+    assert parse_variants('uniform:l2,amf:no_prior,amf:features') == [
+        {'name': 'uniform-l2', 'strategy': 'uniform', 'forgetting_control': 'l2_init'},
+        {'name': 'amf-l2', 'strategy': 'amf', 'forgetting_control': 'l2_init'},
+        {'name': 'amf-features', 'strategy': 'amf', 'embedding': 'features'}]
+    assert parse_variants('amf:l2') == parse_variants('amf:no_prior')
+    assert parse_variants('amf:l2+features')[0]['name'] == 'amf-features+l2'
+
+
+def test_paired_differences_use_only_the_common_seeds():
+    seeds, diffs = paired_differences({0: 0.5, 1: 0.75, 3: 0.25}, {1: 0.5, 0: 0.75, 2: 0.0})
+    assert seeds == [0, 1]
+    assert diffs == pytest.approx([-0.25, 0.25])
+    assert paired_differences({0: 1.0}, {1: 1.0}) == ([], [])
+
+
+def test_sign_flip_p_value_is_exact_for_few_seeds():
+    # Of the 8 sign patterns of [1, 1, 1] only all-plus and all-minus reach |mean| = 1.
+    assert sign_flip_p_value([1, 1, 1]) == pytest.approx(0.25)
+    assert sign_flip_p_value([0.0, 0.0, 0.0]) == 1.0
+    assert sign_flip_p_value([]) == 1.0
+    # [3, -1]: |mean| over the 4 patterns is 1, 2, 2, 1; observed 1, so every pattern counts.
+    assert sign_flip_p_value([3, -1]) == pytest.approx(1.0)
+    # [3, 1, -1]: observed |sum| 3; the sums +-3 +-1 +-1 are 5, 3, 3, 1 and mirrored -> 6 of 8.
+    assert sign_flip_p_value([3, 1, -1]) == pytest.approx(0.75)
+    # [4, 1, 1]: |sum| over the patterns: 6, 4, 4, 2 and mirrors; observed 6 -> 2 of 8.
+    assert sign_flip_p_value([4, 1, 1]) == pytest.approx(0.25)
+    # [2, 2, -1, 1]: observed sum 4; |sum| of the 16 patterns >= 4 when both 2s share a sign and
+    # the +-1s do not cancel against them: sums 2+2+s3+s4 for s3, s4 in +-1 are 6, 4, 4, 2,
+    # mirrored; with the 2s opposite the sums are in {-2, 0, 2} -> 6 of 16.
+    assert sign_flip_p_value([2, 2, -1, 1]) == pytest.approx(6 / 16)
+    # Beyond 16 seeds random sign patterns: reproducible and near the exact answer's magnitude.
+    many = [1.0] * 20
+    assert sign_flip_p_value(many) == sign_flip_p_value(many)
+    assert 0 < sign_flip_p_value(many) < 1e-3
+    assert sign_flip_p_value([1.0, -1.0] * 10) == pytest.approx(1.0)
 
 
 def test_tiny_experiment_runs_resumes_and_refuses_a_changed_spec(tmp_path, capsys):
@@ -83,3 +129,152 @@ def test_tiny_experiment_runs_resumes_and_refuses_a_changed_spec(tmp_path, capsy
         main(['--out', str(out), '--strategies', 'amf'] + TINY[:-6] + ['--seeds', '1',
                                                                        '--workers', '1',
                                                                        '--max-steps', '31'])
+
+
+def write_paired_experiment(out):
+    """AMF and uniform on seeds 0-2 (plus an AMF-only seed 3), demos 0, 2, 4."""
+    amf = {0: [0.0, 0.5, 1.0], 1: [0.0, 1.0, 1.0], 2: [0.5, 0.5, 1.0], 3: [1.0, 1.0, 1.0]}
+    uniform = {0: [0.0, 0.0, 0.5], 1: [0.0, 0.5, 0.5], 2: [0.5, 0.5, 0.5]}
+    amf_picks = {0: [['reach-v3', 'push-v3'], ['reach-v3']],
+                 1: [['reach-v3'], ['window-open-v3']],
+                 2: [['push-v3'], ['push-v3']],
+                 3: [['push-v3'], ['reach-v3']]}
+    for seed, curve in amf.items():
+        fake_run(out, 'amf', seed, curve, chosen=amf_picks[seed])
+    for seed, curve in uniform.items():
+        fake_run(out, 'uniform', seed, curve, chosen=[['door-open-v3'], ['push-v3']])
+    # Unfinished: neither summarised nor paired.
+    fake_run(out, 'uniform', 3, [1.0, 1.0, 1.0], finished=False)
+
+
+def test_summary_pairs_seeds_against_uniform_and_records_the_picks(tmp_path):
+    write_paired_experiment(tmp_path)
+    summary = summarise(tmp_path)
+    assert set(summary) == {'amf', 'uniform', 'paired', 'picks'}
+    assert summary['amf']['seeds'] == 4 and summary['uniform']['seeds'] == 3
+    # Uniform against itself is skipped; only AMF - uniform remains.
+    assert list(summary['paired']) == ['amf - uniform']
+    pair = summary['paired']['amf - uniform']
+    assert pair['a'] == 'amf' and pair['b'] == 'uniform'
+    assert pair['n'] == 3 and pair['seed_ids'] == [0, 1, 2]
+    # Normalised AUCs: AMF 0.5, 0.75, 0.625; uniform 0.125, 0.375, 0.5.
+    auc = pair['auc']
+    assert auc['diffs'] == pytest.approx([0.375, 0.375, 0.125])
+    assert auc['mean_diff'] == pytest.approx(0.875 / 3)
+    assert 0.125 <= auc['ci90'][0] <= auc['mean_diff'] <= auc['ci90'][1] <= 0.375
+    assert auc['p_sign_flip'] == pytest.approx(0.25)  # all 3 positive: 2 of 8 sign patterns
+    assert pair['verdict'] == auc['verdict'] == 'amf above uniform'
+    per = {p['demos']: p for p in pair['per_demos']}
+    assert sorted(per) == [0, 2, 4]
+    assert per[0]['diffs'] == [0.0, 0.0, 0.0] and per[0]['p_sign_flip'] == 1.0
+    assert per[0]['ci90'] == [0.0, 0.0] and per[0]['verdict'] == 'no measurable difference'
+    assert per[2]['diffs'] == pytest.approx([0.5, 0.5, 0.0])
+    assert per[2]['mean_diff'] == pytest.approx(1 / 3)
+    assert per[2]['p_sign_flip'] == pytest.approx(0.5)
+    assert per[4]['mean_diff'] == pytest.approx(0.5) and per[4]['ci90'] == pytest.approx([.5, .5])
+    assert per[4]['verdict'] == 'amf above uniform'
+    # Picks per round per seed; AMF seeds 1 and 3 later picked a task round 1 did not.
+    picks = summary['picks']
+    assert picks['amf']['runs'][1] == {'seed': 1, 'chosen': [['reach-v3'], ['window-open-v3']],
+                                       'new_task_after_round1': True}
+    assert [r['new_task_after_round1'] for r in picks['amf']['runs']] == [False, True, False,
+                                                                          True]
+    assert picks['amf']['new_task_after_round1_runs'] == 2
+    assert 'new_task_after_round1_runs' not in picks['uniform']
+    assert [r['seed'] for r in picks['uniform']['runs']] == [0, 1, 2]
+    # summary.json holds the same (seed ids stay integers in lists).
+    assert json.loads((tmp_path / 'summary.json').read_text()) == json.loads(
+        json.dumps(summary))
+    assert (tmp_path / 'success_vs_demos.png').stat().st_size > 0
+
+
+def test_picks_table_has_a_row_per_seed_and_short_task_names(tmp_path):
+    write_paired_experiment(tmp_path)
+    summary = summarise(tmp_path)
+    assert picks_table(summary, 'amf').splitlines() == [
+        '| seed | round 1 | round 2 |',
+        '|---|---|---|',
+        '| 0 | reach, push | reach |',
+        '| 1 | reach | window-open |',
+        '| 2 | push | push |',
+        '| 3 | push | reach |']
+    assert picks_table(summary, 'round_robin') == ''
+
+
+def test_report_has_the_paired_table_and_ignores_non_variant_keys(tmp_path):
+    write_paired_experiment(tmp_path)
+    lines = markdown_report(summarise(tmp_path)).splitlines()
+    assert lines[0].startswith('| strategy | seeds | 0 demos | 2 demos | 4 demos |')
+    assert [line.split(' | ')[0] for line in lines[2:4]] == ['| amf', '| uniform']
+    assert lines[4] == ''
+    assert lines[5] == ('| comparison | seeds | AUC diff [90% CI] | sign-flip p | verdict | '
+                        '0 demos | 2 demos | 4 demos |')
+    cells = [c.strip() for c in lines[7].strip('|').split('|')]
+    assert cells[:2] == ['amf - uniform', '3'] and cells[2].startswith('+0.292 [')
+    assert cells[3:5] == ['0.250', 'amf above uniform']
+    assert cells[5] == '+0.00 [+0.00, +0.00]' and cells[6].startswith('+0.33 [')
+    assert cells[7] == '+0.50 [+0.50, +0.50]'
+    assert len(lines) == 8
+
+
+def test_pairs_against_both_references_and_a_worse_variant(tmp_path):
+    for seed in range(3):
+        fake_run(tmp_path, 'uniform', seed, [0.5, 0.5, 0.5])
+        fake_run(tmp_path, 'privileged_rebalancing', seed, [0.5, 0.5, 0.5 + 0.1 * seed])
+        fake_run(tmp_path, 'uniform-l2', seed, [0.5, 0.25, 0.0])
+    paired = summarise(tmp_path)['paired']
+    # Each variant against each reference, a reference against the other only once.
+    assert sorted(paired) == ['privileged_rebalancing - uniform',
+                              'uniform-l2 - privileged_rebalancing', 'uniform-l2 - uniform']
+    assert paired['uniform-l2 - uniform']['verdict'] == 'uniform-l2 below uniform'
+    # Differences 0, 0.1, 0.2 at 4 demos: the sums +-0.1 +-0.2 reach |0.3| in 2 of 4 patterns,
+    # whatever the sign of the zero -> p = 4 / 8.
+    last = paired['privileged_rebalancing - uniform']['per_demos'][-1]
+    assert last['demos'] == 4 and last['diffs'] == pytest.approx([0.0, 0.1, 0.2])
+    assert last['p_sign_flip'] == pytest.approx(0.5)
+    # Normalised AUCs 0.5 + 0.025 * seed against 0.5.
+    assert paired['privileged_rebalancing - uniform']['auc']['diffs'] == pytest.approx(
+        [0.0, 0.025, 0.05])
+
+
+def test_plot_marks_identical_curves_and_is_written(tmp_path):
+    for seed in range(2):
+        fake_run(tmp_path, 'uniform', seed, [0.0, 0.5, 0.5])
+        fake_run(tmp_path, 'uniform-l2', seed, [0.0, 0.5, 0.5])
+        fake_run(tmp_path, 'amf', seed, [0.0, 0.5, 1.0])
+    summary = summarise(tmp_path)
+    labels = plot_summary(summary, tmp_path / 'again.png', 'title')
+    assert len(labels) == 3
+    assert labels[0].startswith('amf (AUC') and 'identical' not in labels[0]
+    assert 'identical' not in labels[1]
+    assert labels[2].startswith('uniform-l2 (AUC') and labels[2].endswith('(identical to uniform)')
+    assert (tmp_path / 'again.png').stat().st_size > 0
+    assert (tmp_path / 'success_vs_demos.png').stat().st_size > 0
+
+
+def test_pretraining_and_its_recollected_demos_use_the_operator_noise(tmp_path, monkeypatch):
+    from active_finetune.commands import pretrain as pretrain_module
+    calls = {}
+
+    def fake_collect(counts, sim_config, base_seed=0, noise_std=0.0, **kwargs):
+        calls['collect'] = counts, sim_config, base_seed, noise_std
+        return ['demo']
+
+    def fake_pretrain(mix, tasks, observation, image_size, train_config, seed, workers,
+                      noise_std=0.0, **kwargs):
+        calls['pretrain'] = mix, seed, noise_std
+        return 'policy', {}, {'noise_std': noise_std}
+
+    monkeypatch.setattr(experiment, 'collect_demos', fake_collect)
+    monkeypatch.setattr(pretrain_module, 'pretrain', fake_pretrain)
+    monkeypatch.setattr(experiment, 'save_checkpoint', lambda *args: None)
+    spec = {'mix': {'reach-v3': 3, 'push-v3': 0}, 'tasks': ['reach-v3', 'push-v3'],
+            'observation': 'state', 'image_size': 64, 'max_steps': 30, 'noise_std': 0.25,
+            'pretrain_steps': 1, 'pretrained': None, 'pretraining_demos_per_task': 2}
+    assert experiment._pretrained(tmp_path, spec, 7) == ('policy', ['demo'])
+    counts, sim_config, base_seed, noise_std = calls['collect']
+    assert counts == {'reach-v3': 2} and base_seed == 7 and noise_std == 0.25
+    # The same simulator settings as pretrain() (its episodes are not cut at the loop's
+    # max_steps), so the re-collected demos are a prefix of the pretraining demos.
+    assert sim_config == experiment.SimConfig(image_size=0)
+    assert calls['pretrain'] == ({'reach-v3': 3, 'push-v3': 0}, 7, 0.25)
