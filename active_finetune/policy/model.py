@@ -270,20 +270,34 @@ class TaskPolicy(nn.Module):
         :param batch: an :class:`ObservationBatch`
         :return: (mean, log_std, features), each with batch dimension first
         """
+        if not self.config.adaptive_prior:
+            features = self.net.backbone(*self._inputs(batch))
+            mean, log_std = self.net.head(features)
+            return mean, log_std, features
+        parts = self.mixture_parts(batch)
+        mean, log_std = mix_gaussians(parts['alpha'], parts['mean'], parts['log_std'],
+                                      parts['prior_mean'], parts['prior_log_std'])
+        return mean, log_std, parts['features']
+
+    def mixture_parts(self, batch):
+        """
+        Both networks' outputs and the mixture weight, for training the mixture.
+
+        :param batch: an :class:`ObservationBatch`
+        :return: dict with 'mean', 'log_std', 'features' (fine-tuned network), 'prior_mean',
+            'prior_log_std' (frozen pretrained copy, no gradient) and 'alpha' (B, 1)
+        :raises ValueError: for a policy without adaptive prior
+        """
+        if not self.config.adaptive_prior:
+            raise ValueError('mixture_parts needs a policy with adaptive_prior=True')
         inputs = self._inputs(batch)
         features = self.net.backbone(*inputs)
         mean, log_std = self.net.head(features)
-        if self.config.adaptive_prior:
-            with torch.no_grad():
-                prior_mean, prior_log_std = self.prior.head(self.prior.backbone(*inputs))
-            alpha = self.alpha(batch.task_ids)
-            mixed_mean = alpha * mean + (1 - alpha) * prior_mean
-            mixed_log_std = torch.log(alpha * log_std.exp() + (1 - alpha) * prior_log_std.exp())
-            # Gated-off tasks get the pretrained output bit for bit, not a rounded mixture.
-            gated = alpha == 0
-            mean = torch.where(gated, prior_mean, mixed_mean)
-            log_std = torch.where(gated, prior_log_std, mixed_log_std)
-        return mean, log_std, features
+        with torch.no_grad():
+            prior_mean, prior_log_std = self.prior.head(self.prior.backbone(*inputs))
+        return {'mean': mean, 'log_std': log_std, 'features': features,
+                'prior_mean': prior_mean, 'prior_log_std': prior_log_std,
+                'alpha': self.alpha(batch.task_ids)}
 
     def loss_gradient_embeddings(self, batch):
         """
@@ -330,6 +344,26 @@ class TaskPolicy(nn.Module):
         if state_mean is not None:
             self.state_mean.copy_(torch.as_tensor(state_mean, dtype=torch.float32))
             self.state_std.copy_(torch.as_tensor(state_std, dtype=torch.float32).clamp_min(1e-3))
+
+
+def mix_gaussians(alpha, mean, log_std, prior_mean, prior_log_std):
+    """
+    Adaptive-prior output: ``alpha * fine-tuned + (1 - alpha) * prior`` for mean and std.
+
+    Rows with alpha = 0 (gated-off tasks) get the prior's output bit for bit.
+
+    :param alpha: (B, 1)
+    :param mean: (B, A) fine-tuned mean
+    :param log_std: (B, A) fine-tuned log std
+    :param prior_mean: (B, A)
+    :param prior_log_std: (B, A)
+    :return: (mean, log_std)
+    """
+    mixed_mean = alpha * mean + (1 - alpha) * prior_mean
+    mixed_log_std = torch.log(alpha * log_std.exp() + (1 - alpha) * prior_log_std.exp())
+    gated = alpha == 0
+    return (torch.where(gated, prior_mean, mixed_mean),
+            torch.where(gated, prior_log_std, mixed_log_std))
 
 
 def gaussian_nll(mean, log_std, target):

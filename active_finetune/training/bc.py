@@ -8,7 +8,8 @@ import copy
 from dataclasses import dataclass
 import logging
 
-from active_finetune.policy.model import gaussian_nll, ObservationBatch, with_adaptive_prior
+from active_finetune.policy.model import (
+    gaussian_nll, mix_gaussians, ObservationBatch, with_adaptive_prior)
 from active_finetune.policy.runner import resize_image
 import numpy as np
 import torch
@@ -194,6 +195,12 @@ def anchor_weights(policy, anchor=None):
     return params
 
 
+def _bc_loss(config, mean, log_std, target):
+    if config.loss == 'nll':
+        return gaussian_nll(mean, log_std, target).mean()
+    return (mean - target).pow(2).sum(-1).mean()
+
+
 def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None, anchor=None):
     """
     Behaviour cloning on ``dataset``, starting from ``policy``'s weights.
@@ -202,8 +209,10 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
 
     - ``adaptive_prior``: the returned policy mixes a frozen copy of the pretrained weights with
       the fine-tuned ones, ``alpha(c) * pi_ft + (1 - alpha(c)) * pi_0``.  Tasks without demos (in
-      this dataset or any earlier round) are gated to alpha = 0, so they act exactly like pi_0;
-      demonstrated tasks learn alpha from the BC loss plus ``alpha_penalty``.
+      this dataset or any earlier round) are gated to alpha = 0, so they act exactly like pi_0.
+      The fine-tuned network is trained on the demos by itself; alpha(c) of a demonstrated task
+      is trained on the mixture's BC loss with the network's output held fixed, plus
+      ``alpha_penalty``, from ``alpha_start_fraction`` of the round on.
     - ``l2_init``: an L2 penalty towards pi_0: ``anchor`` when given (the loop passes the
       pretrained policy), else the prior of an adaptive-prior policy, else the starting weights.
 
@@ -252,17 +261,23 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
         batch, target = dataset.batch(idx, device)
         if batch.images is not None:
             batch.images = random_shift(batch.images, config.image_shift_px, generator)
-        mean, log_std, _ = model(batch)
-        if config.loss == 'nll':
-            bc_loss = gaussian_nll(mean, log_std, target).mean()
-        else:
-            bc_loss = (mean - target).pow(2).sum(-1).mean()
-        loss = bc_loss
         if config.forgetting_control == 'adaptive_prior':
+            # The fine-tuned network learns the demos on its own; alpha(c) learns, with the
+            # network's output held fixed, how far to trust it over the pretrained one.
+            parts = model.mixture_parts(batch)
+            bc_loss = _bc_loss(config, parts['mean'], parts['log_std'], target)
+            mean, log_std = mix_gaussians(parts['alpha'], parts['mean'].detach(),
+                                          parts['log_std'].detach(), parts['prior_mean'],
+                                          parts['prior_log_std'])
             gated = model.alpha_gate > 0
-            alpha = torch.sigmoid(model.alpha_logit[gated])
-            loss = loss + config.alpha_penalty * alpha.sum() / len(model.config.tasks)
-        elif init_params is not None:
+            loss = bc_loss + _bc_loss(config, mean, log_std, target) \
+                + config.alpha_penalty * torch.sigmoid(model.alpha_logit[gated]).sum() \
+                / len(model.config.tasks)
+        else:
+            mean, log_std, _ = model(batch)
+            bc_loss = _bc_loss(config, mean, log_std, target)
+            loss = bc_loss
+        if init_params is not None:
             l2 = sum((p - p0).pow(2).sum() for p, p0 in zip(model.net.parameters(), init_params))
             loss = loss + config.l2_init_weight * l2
         optimizer.zero_grad(set_to_none=True)
