@@ -32,7 +32,6 @@ import json
 import threading
 import time
 
-from active_finetune.data.episode import PROPRIO_DIM
 from active_finetune.nodes.conversions import ConversionError, header_stamp_s, image_to_rgb, \
     joint_positions, linear_to_twist_stamped, pose_position
 from active_finetune.nodes.parameters import declare_config
@@ -40,6 +39,7 @@ from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSO
 from active_finetune.nodes.spin import run_node
 from active_finetune.policy.hot_swap import CheckpointRefusedError, load_initial, \
     PolicyHotSwap, PolicyNodeConfig, RollbackError
+from active_finetune.policy.inputs import proprio_from_robot
 from active_finetune.policy.runner import select_device
 from active_finetune.safety import Check, check_fresh, CLAMPED, CommandGate, ESTOP, FUTURE, \
     MISSING, NON_FINITE, OK, STALE
@@ -266,10 +266,8 @@ class PolicyNode(Node):
         if name not in positions:
             raise ConversionError(f'joint_states has no joint {name!r} (gripper_joint_name); '
                                   f'it has {sorted(positions)}')
-        proprio = np.empty(PROPRIO_DIM, dtype=np.float32)
-        proprio[:3] = pose_position(pose_msg)
-        proprio[3] = np.clip(positions[name] / self.config.gripper_open_position, 0.0, 1.0)
-        return proprio
+        return proprio_from_robot(pose_position(pose_msg), positions[name],
+                                  self.config.gripper_open_position)
 
     def _cycle(self):
         self._apply_swap()
