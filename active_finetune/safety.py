@@ -8,6 +8,9 @@ detection) and a human ``reason`` (for logs), e.g.
 
 - :func:`check_fresh` / :func:`is_stale`: is an input recent enough to act on?
 - :func:`sanitize_action`: zero a command with NaN/inf, clamp it per axis.
+- :class:`ProprioLimits`, :func:`check_proprio`, :func:`check_proprio_rows`: is the
+  proprioception plausible (inside the robot's workspace box, near the data the policy was
+  trained on)?  For the policy's input and for training data.
 - :class:`EstopLatch`: once engaged, stays engaged until explicitly released.
 - :class:`CommandGate`: the last step before a command leaves a node (estop,
   then failed checks, then sanitising); used by the policy node and the mux.
@@ -28,6 +31,18 @@ NON_FINITE = 'non_finite'
 CLAMPED = 'clamped'
 ESTOP = 'estop'
 NO_SOURCE = 'no_source'
+IMPLAUSIBLE = 'implausible'
+
+DEFAULT_MAX_PROPRIO_STD = 6.0
+"""Largest accepted distance of an end-effector coordinate from the training mean (std)."""
+DEFAULT_WORKSPACE_MIN_M = (-1.5, -1.5, -0.5)
+"""Lower corner (x, y, z) of the default workspace box in the robot base frame (m)."""
+DEFAULT_WORKSPACE_MAX_M = (1.5, 1.5, 2.0)
+"""Upper corner (x, y, z) of the default workspace box in the robot base frame (m)."""
+PROPRIO_STD_FLOOR_M = 0.02
+"""Smallest standard deviation the distance check divides by (m): a coordinate that hardly
+varied in training (std clamped to 1 mm) must not make every ordinary position implausible."""
+_AXES = ('x', 'y', 'z')
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,144 @@ def sanitize_action(action, limits):
                                f'command {_format_values(values)} clamped to '
                                f'+/-{_format_values(limit_array)}')
     return SanitizedAction(values.copy())
+
+
+def _finite_vector(values, name, size):
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.shape != (size,) or not np.isfinite(array).all():
+        raise ValueError(f'{name} must be {size} finite numbers, got {values!r}')
+    return array
+
+
+@dataclass(frozen=True)
+class ProprioLimits:
+    """
+    What end-effector positions a policy may act on (and training data may contain).
+
+    Two checks on the position x, y, z (the gripper opening is bounded to [0, 1] by
+    construction): inside the robot's workspace box, and within ``max_std`` standard
+    deviations of the mean of the data the policy was trained on (per axis, the std floored at
+    :data:`PROPRIO_STD_FLOOR_M`).  A pose in millimetres, or in another frame, fails both.
+
+    :param workspace_min_m: (3,) lower corner of the workspace box, robot base frame (m)
+    :param workspace_max_m: (3,) upper corner (m)
+    :param mean: (>= 3,) training mean of the proprioception (the checkpoint's
+        ``proprio_mean``), or None to skip the distance check
+    :param std: (>= 3,) training standard deviation (``proprio_std``), or None
+    :param max_std: largest accepted distance from the mean (std); 0 skips the distance check
+    :raises ValueError: for a box that is not 3 finite numbers per corner with min < max, or
+        statistics that are not finite
+    """
+
+    workspace_min_m: tuple = DEFAULT_WORKSPACE_MIN_M
+    workspace_max_m: tuple = DEFAULT_WORKSPACE_MAX_M
+    mean: tuple | None = None
+    std: tuple | None = None
+    max_std: float = DEFAULT_MAX_PROPRIO_STD
+
+    def __post_init__(self):
+        low = _finite_vector(self.workspace_min_m, 'workspace_min_m', 3)
+        high = _finite_vector(self.workspace_max_m, 'workspace_max_m', 3)
+        if not (low < high).all():
+            raise ValueError(f'workspace_min_m {self.workspace_min_m!r} must be below '
+                             f'workspace_max_m {self.workspace_max_m!r} on every axis')
+        if not (math.isfinite(self.max_std) and self.max_std >= 0.0):
+            raise ValueError(f'max_std must be a finite number >= 0, got {self.max_std!r}')
+        if (self.mean is None) != (self.std is None):
+            raise ValueError('mean and std must be given together')
+        if self.mean is not None:
+            mean = np.asarray(self.mean, dtype=np.float64).reshape(-1)
+            std = np.asarray(self.std, dtype=np.float64).reshape(-1)
+            if mean.size < 3 or std.shape != mean.shape or not (
+                    np.isfinite(mean).all() and np.isfinite(std).all()):
+                raise ValueError(f'mean and std must be finite vectors of the same length '
+                                 f'>= 3, got {self.mean!r} and {self.std!r}')
+
+    @classmethod
+    def from_policy(cls, policy, workspace_min_m=DEFAULT_WORKSPACE_MIN_M,
+                    workspace_max_m=DEFAULT_WORKSPACE_MAX_M, max_std=DEFAULT_MAX_PROPRIO_STD):
+        """
+        Take the normalisation statistics of a policy (``proprio_mean``, ``proprio_std``).
+
+        :param policy: an object with ``proprio_mean`` and ``proprio_std`` tensors or arrays
+            (:class:`active_finetune.policy.model.TaskPolicy`)
+        :param workspace_min_m: (3,) lower corner of the workspace box (m)
+        :param workspace_max_m: (3,) upper corner (m)
+        :param max_std: largest accepted distance from the mean (std); 0 skips that check
+        :return: :class:`ProprioLimits`
+        """
+        def values(tensor):
+            if hasattr(tensor, 'detach'):
+                tensor = tensor.detach().cpu().numpy()
+            return tuple(float(v) for v in np.asarray(tensor).reshape(-1))
+        return cls(tuple(workspace_min_m), tuple(workspace_max_m), values(policy.proprio_mean),
+                   values(policy.proprio_std), float(max_std))
+
+
+def check_proprio_rows(proprio, limits):
+    """
+    Check proprioception rows (an episode, or one observation) against :class:`ProprioLimits`.
+
+    :param proprio: (N, D) or (D,) array, D >= 3; columns 0..2 are the end-effector x, y, z (m)
+    :param limits: :class:`ProprioLimits`
+    :return: :class:`Check`: ``'non_finite'`` or ``'implausible'`` with the first bad row, the
+        number of bad rows and what is wrong, else ok
+    :raises ValueError: for an array with fewer than 3 columns
+    """
+    rows = np.asarray(proprio, dtype=np.float64)
+    single = rows.ndim == 1
+    rows = rows.reshape(1, -1) if single else rows
+    if rows.ndim != 2 or rows.shape[1] < 3:
+        raise ValueError(f'proprioception needs at least 3 columns (x, y, z), got shape '
+                         f'{np.shape(proprio)}')
+    if rows.shape[0] == 0:
+        return PASS
+    position = rows[:, :3]
+    where = '' if single else ' in row {row} ({count} of {total} rows)'
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        return Check(False, NON_FINITE,
+                     f'non-finite proprioception {_format_values(rows[row])}'
+                     + where.format(row=row, count=int((~finite).sum()), total=len(rows)))
+    low = np.asarray(limits.workspace_min_m, dtype=np.float64)
+    high = np.asarray(limits.workspace_max_m, dtype=np.float64)
+    outside = ((position < low) | (position > high)).any(axis=1)
+    if outside.any():
+        row = int(np.argmax(outside))
+        box = ', '.join(f'{axis} [{lo:.3g}, {hi:.3g}]' for axis, lo, hi in zip(_AXES, low, high))
+        return Check(False, IMPLAUSIBLE,
+                     f'implausible end-effector position {_format_values(position[row])} m'
+                     + where.format(row=row, count=int(outside.sum()), total=len(rows))
+                     + f': outside the workspace box {box} m (workspace_min_m/_max_m; a pose '
+                     'in millimetres or another frame?)')
+    if limits.mean is not None and limits.max_std > 0.0:
+        mean = np.asarray(limits.mean, dtype=np.float64)[:3]
+        std = np.maximum(np.asarray(limits.std, dtype=np.float64)[:3], PROPRIO_STD_FLOOR_M)
+        distance = np.abs(position - mean) / std
+        far = (distance > limits.max_std).any(axis=1)
+        if far.any():
+            row = int(np.argmax(far))
+            axis = int(np.argmax(distance[row]))
+            return Check(False, IMPLAUSIBLE,
+                         f'implausible end-effector position {_format_values(position[row])} m'
+                         + where.format(row=row, count=int(far.sum()), total=len(rows))
+                         + f': {_AXES[axis]} is {distance[row, axis]:.3g} std from the training '
+                         f'mean {mean[axis]:.3g} m (std {std[axis]:.3g} m, limit '
+                         f'{limits.max_std:g} std): far outside what the policy was trained on')
+    return PASS
+
+
+def check_proprio(proprio, limits):
+    """
+    Decide whether one proprioception vector is plausible enough to act on.
+
+    :param proprio: (D,) with D >= 3: end-effector x, y, z (m), then e.g. the gripper opening
+    :param limits: :class:`ProprioLimits`
+    :return: :class:`Check` (``'implausible'`` or ``'non_finite'`` with the reason, else ok)
+    :raises ValueError: for a vector with fewer than 3 entries
+    """
+    return check_proprio_rows(np.asarray(proprio, dtype=np.float64).reshape(-1), limits)
 
 
 class EstopLatch:

@@ -32,6 +32,14 @@ class MalformedJointStateError(ConversionError):
     """A JointState whose name and position arrays differ in length."""
 
 
+class ImageTooLargeError(ConversionError):
+    """An Image larger than the receiver accepts (refused before any conversion)."""
+
+
+class MalformedCdrError(ConversionError):
+    """Serialised message bytes that are not a CDR-encoded std_msgs/String."""
+
+
 def stamp_to_s(stamp):
     """
     Convert a builtin_interfaces/Time to float seconds.
@@ -67,6 +75,50 @@ def header_stamp_s(msg):
     :return: header stamp in seconds
     """
     return stamp_to_s(msg.header.stamp)
+
+
+def check_image_size(msg, max_pixels):
+    """
+    Refuse an Image too large to be worth converting, by its header and data length only.
+
+    :param msg: sensor_msgs.msg.Image
+    :param max_pixels: most pixels (width x height) accepted; the data may hold at most 4 bytes
+        per such pixel (3 channels and row padding)
+    :raises ImageTooLargeError: naming the size, when either limit is exceeded
+    """
+    pixels = msg.width * msg.height
+    if pixels > max_pixels:
+        raise ImageTooLargeError(
+            f'image {msg.width}x{msg.height} ({pixels} pixels) exceeds max_image_pixels '
+            f'{max_pixels}; refused before conversion')
+    if len(msg.data) > 4 * max_pixels:
+        raise ImageTooLargeError(
+            f'image data of {len(msg.data)} bytes exceeds {4 * max_pixels} bytes (4 x '
+            f'max_image_pixels {max_pixels}); refused before conversion')
+
+
+def cdr_string_data(raw):
+    """
+    Point at the text of a serialised std_msgs/String (a raw subscription's bytes) without a copy.
+
+    Layout: 4-byte encapsulation header (``00 01`` little endian, ``00 00`` big endian), a
+    uint32 length counting the terminating NUL, the UTF-8 bytes, the NUL.
+
+    :param raw: the serialised message (bytes)
+    :return: memoryview of the UTF-8 text (without the NUL)
+    :raises MalformedCdrError: for an unknown encapsulation or a length that does not fit
+    """
+    view = memoryview(raw).cast('B')
+    if len(view) < 8:
+        raise MalformedCdrError(f'serialised std_msgs/String of {len(view)} bytes is too short')
+    kind = bytes(view[:2])
+    if kind not in (b'\x00\x00', b'\x00\x01'):
+        raise MalformedCdrError(f'unknown CDR encapsulation {kind.hex()} (expected 0000 or 0001)')
+    length = int.from_bytes(view[4:8], 'little' if kind == b'\x00\x01' else 'big')
+    if length < 1 or 8 + length > len(view):
+        raise MalformedCdrError(
+            f'CDR string length {length} does not fit a message of {len(view)} bytes')
+    return view[8:8 + length - 1]
 
 
 def image_to_rgb(msg):

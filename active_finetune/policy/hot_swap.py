@@ -9,33 +9,56 @@ The policy node's control loop must never wait for disk or weight loading (DESIG
   tensors, and a smoke forward pass giving a finite action) and parks the ready model;
 - the control loop calls :meth:`PolicyHotSwap.swap_if_ready` between two cycles: a reference swap.
 
-A refused checkpoint is logged, reported (:attr:`PolicyHotSwap.last_refusal`) and the running
-weights stay.  The versions replaced by a swap are kept (a few) so :meth:`PolicyHotSwap.rollback`
-can go back to the previous good one.
+A refused checkpoint is logged, reported (:attr:`PolicyHotSwap.last_refusal`, numbered so each
+new refusal is told apart) and the running weights stay.  Besides a failed verification, an
+announcement is refused when its version is lower than the running one (going back is
+:meth:`PolicyHotSwap.rollback`'s job) or its task list differs from the running policy's in names
+or order (a task's id would select another task's embedding).  The versions replaced by a swap
+are kept (a few) so :meth:`PolicyHotSwap.rollback` can go back to the previous good one.
+
+Large announcements (weights carried as base64) are parsed without holding the GIL for long,
+so the control thread keeps its rate while the loader works: the ``weights_b64`` value is located
+and decoded in pieces of :data:`B64_CHUNK_CHARS`, and only the rest of the message (at most
+:data:`MAX_ANNOUNCEMENT_JSON_CHARS`) goes through ``json.loads``.
 
 Also here: :class:`PolicyNodeConfig`, the policy node's parameters (ROS-free so the graph
 description and tests can read it without rclpy).
 """
 
-import base64
 import binascii
 from collections import deque
 from dataclasses import dataclass, field
+import functools
 import json
 import logging
 import math
+import re
 import threading
 import time
 
 from active_finetune.data.episode import PROPRIO_DIM
 from active_finetune.policy.checkpoint import CheckpointError, load_checkpoint, policy_from_bytes
 from active_finetune.policy.runner import PolicyRunner
+from active_finetune.safety import DEFAULT_MAX_PROPRIO_STD, DEFAULT_WORKSPACE_MAX_M, \
+    DEFAULT_WORKSPACE_MIN_M, ProprioLimits
 import numpy as np
 
 _LOG = logging.getLogger(__name__)
 
 HISTORY_DEPTH = 3
 """Good versions kept for rollback."""
+B64_CHUNK_CHARS = 1 << 18
+"""Base64 characters decoded (or scanned) per call, a multiple of 4: about 1 ms each, after which
+another thread (the control loop) can take the GIL."""
+MAX_ANNOUNCEMENT_JSON_CHARS = 1 << 20
+"""An announcement longer than this must carry its bulk in ``weights_b64``: the rest of the
+message may not exceed this many characters (one ``json.loads`` call holds the GIL throughout)."""
+_KEY_STR = '"weights_b64"'
+_KEY_BYTES = _KEY_STR.encode()
+_AFTER_KEY_STR = re.compile(r'\s*:\s*"')
+_AFTER_KEY_BYTES = re.compile(rb'\s*:\s*"')
+_VALUE_END_STR = re.compile(r'["\\]')
+_VALUE_END_BYTES = re.compile(rb'["\\]')
 
 
 class CheckpointAnnouncementError(ValueError):
@@ -76,11 +99,20 @@ class CheckpointAnnouncement:
         Weights carried in the message (``weights_b64`` with ``config``) are preferred, so a
         robot PC without the trainer's disk can load them; otherwise ``path`` is used.
 
-        :param text: JSON text
+        A message longer than :data:`MAX_ANNOUNCEMENT_JSON_CHARS` is parsed in pieces (see the
+        module docstring): it must have a top-level ``weights_b64`` string without JSON escapes
+        holding all but at most that many characters.
+
+        :param text: JSON text: str, or UTF-8 bytes / bytearray / memoryview
         :return: :class:`CheckpointAnnouncement`
         :raises CheckpointAnnouncementError: for invalid JSON, a missing or mistyped field, bad
-            base64, or neither weights nor a path
+            base64, neither weights nor a path, or a large message of another shape
         """
+        weights_b64 = None
+        if len(text) > MAX_ANNOUNCEMENT_JSON_CHARS:
+            text, weights_b64 = _split_weights(text)
+        elif isinstance(text, memoryview):
+            text = bytes(text)
         try:
             payload = json.loads(text)
         except ValueError as error:
@@ -89,6 +121,13 @@ class CheckpointAnnouncement:
         if not isinstance(payload, dict):
             raise CheckpointAnnouncementError(
                 f'trainer/checkpoint must be a JSON object, got {text[:200]!r}')
+        if weights_b64 is not None:
+            if payload.get('weights_b64') != '':
+                raise CheckpointAnnouncementError(
+                    'trainer/checkpoint: the "weights_b64" found first is not the top-level one '
+                    '(or the key appears twice); a large message needs it once, at the top level')
+        else:
+            weights_b64 = payload.get('weights_b64')
         version, sha256 = payload.get('version'), payload.get('sha256')
         if isinstance(version, bool) or not isinstance(version, int):
             raise CheckpointAnnouncementError(
@@ -99,13 +138,13 @@ class CheckpointAnnouncement:
         path = payload.get('path') or ''
         config = payload.get('config')
         weights = None
-        if payload.get('weights_b64'):
+        if weights_b64:
             if not isinstance(config, dict):
                 raise CheckpointAnnouncementError(
                     f'trainer/checkpoint version {version} carries weights_b64 without a '
                     f'"config" object')
             try:
-                weights = base64.b64decode(payload['weights_b64'], validate=True)
+                weights = decode_base64(weights_b64)
             except (binascii.Error, TypeError, ValueError) as error:
                 raise CheckpointAnnouncementError(
                     f'trainer/checkpoint version {version}: weights_b64 is not base64 '
@@ -120,6 +159,87 @@ class CheckpointAnnouncement:
     def source(self):
         """:return: where the weights come from, for messages."""
         return 'trainer/checkpoint message' if self.weights is not None else self.path
+
+
+def decode_base64(value):
+    """
+    Decode base64 in pieces of :data:`B64_CHUNK_CHARS`, so no single call holds the GIL for long.
+
+    Strict: only the base64 alphabet, padding only at the end (like ``b64decode(validate=True)``).
+
+    :param value: base64 text: str (ASCII) or a bytes-like object
+    :return: bytes
+    :raises binascii.Error: for characters outside the alphabet, bad padding or a length that is
+        not a multiple of 4
+    :raises TypeError: for a value that is neither str nor bytes-like
+    """
+    if not isinstance(value, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f'base64 must be a string, got {type(value).__name__}')
+    if isinstance(value, str) and not value.isascii():
+        raise binascii.Error('non-ASCII character in base64')
+    if len(value) % 4:
+        raise binascii.Error(f'base64 length {len(value)} is not a multiple of 4')
+    view = memoryview(value) if not isinstance(value, str) else value
+    pieces = [binascii.a2b_base64(view[start:start + B64_CHUNK_CHARS], strict_mode=True)
+              for start in range(0, len(value), B64_CHUNK_CHARS)]
+    return b''.join(pieces)
+
+
+def _split_weights(data):
+    """
+    Cut the ``weights_b64`` value out of a large announcement, scanning in bounded pieces.
+
+    :param data: the JSON text (str, or UTF-8 bytes / bytearray / memoryview)
+    :return: (the rest of the message with an empty ``weights_b64``, as str or bytes;
+        the base64 value, as str or memoryview)
+    :raises CheckpointAnnouncementError: when there is no ``weights_b64`` string, it holds a
+        JSON escape or is unterminated, or the rest is larger than
+        :data:`MAX_ANNOUNCEMENT_JSON_CHARS`
+    """
+    is_text = isinstance(data, str)
+    if not is_text:
+        data = memoryview(data).cast('B')
+    key = _KEY_STR if is_text else _KEY_BYTES
+    after_key = _AFTER_KEY_STR if is_text else _AFTER_KEY_BYTES
+    value_end = _VALUE_END_STR if is_text else _VALUE_END_BYTES
+    size = len(data)
+    key_at = -1
+    for start in range(0, size, B64_CHUNK_CHARS):
+        # Overlapping windows, so a key across a window border is found.
+        window = data[start:start + B64_CHUNK_CHARS + len(key)]
+        found = window.find(key) if is_text else bytes(window).find(key)
+        if found >= 0:
+            key_at = start + found
+            break
+    opening = after_key.match(data, key_at + len(key), key_at + len(key) + 64) \
+        if key_at >= 0 else None
+    if opening is None:
+        raise CheckpointAnnouncementError(
+            f'trainer/checkpoint is {size} characters without a "weights_b64" string; a message '
+            f'over {MAX_ANNOUNCEMENT_JSON_CHARS} characters must carry its bulk there')
+    value_start = opening.end()
+    value_stop = -1
+    for start in range(value_start, size, B64_CHUNK_CHARS):
+        found = value_end.search(data, start, min(size, start + B64_CHUNK_CHARS))
+        if found is not None:
+            if found.group() in ('\\', b'\\'):
+                raise CheckpointAnnouncementError(
+                    'trainer/checkpoint: weights_b64 holds a JSON escape at character '
+                    f'{found.start()}; base64 needs none')
+            value_stop = found.start()
+            break
+    if value_stop < 0:
+        raise CheckpointAnnouncementError('trainer/checkpoint: weights_b64 is not terminated')
+    rest_size = size - (value_stop - value_start)
+    if rest_size > MAX_ANNOUNCEMENT_JSON_CHARS:
+        raise CheckpointAnnouncementError(
+            f'trainer/checkpoint has {rest_size} characters besides weights_b64; at most '
+            f'{MAX_ANNOUNCEMENT_JSON_CHARS} are parsed')
+    if is_text:
+        rest = data[:value_start] + data[value_stop:]
+    else:
+        rest = bytes(data[:value_start]) + bytes(data[value_stop:])
+    return rest, data[value_start:value_stop]
 
 
 @dataclass(frozen=True)
@@ -143,6 +263,12 @@ class LoadedPolicy:
         """:return: the task names the policy knows."""
         return self.runner.config.tasks
 
+    @functools.cached_property
+    def proprio_stats(self):
+        """:return: (mean, std) of the proprioception the policy was trained on, float tuples."""
+        limits = ProprioLimits.from_policy(self.runner.policy)
+        return limits.mean, limits.std
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -152,11 +278,14 @@ class Refusal:
     :param version: the announced version (None when the message could not be parsed)
     :param sha256: the announced hash ('' when unknown)
     :param reason: what failed
+    :param number: how many refusals the :class:`PolicyHotSwap` had made with this one (1, 2,
+        ...), so two alike refusals are still told apart
     """
 
     version: int | None
     sha256: str
     reason: str
+    number: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,6 +319,29 @@ def smoke_test(runner):
     if not np.isfinite(action).all():
         raise CheckpointRefusedError(
             f'smoke forward pass gave a non-finite action {action.tolist()}')
+
+
+def compatibility_problem(active, version, tasks=None):
+    """
+    Say why a checkpoint may not replace the running policy, whatever its verification says.
+
+    :param active: the running :class:`LoadedPolicy`, or None (then anything goes)
+    :param version: the candidate's version
+    :param tasks: the candidate's task names in id order, or None when not known yet
+    :return: the reason, or '' when it may replace it
+    """
+    if active is None:
+        return ''
+    if version < active.version:
+        return (f'version {version} is lower than the running version {active.version}; '
+                'going back is the job of the policy/rollback service, not of an announcement')
+    if tasks is not None and tuple(tasks) != tuple(active.tasks):
+        if sorted(tasks) == sorted(active.tasks):
+            return (f'task list {list(tasks)} has the running tasks in another order '
+                    f'(running {list(active.tasks)}): each task would get the embedding of '
+                    'another')
+        return f'task list {list(tasks)} differs from the running one {list(active.tasks)}'
+    return ''
 
 
 def load_verified(announcement, device):
@@ -264,6 +416,7 @@ class PolicyHotSwap:
         self._pending = None
         self._ready = None
         self._refusal = None
+        self._refusals = 0
         self.last_refusal = None
         self.loading = False
         self._closed = False
@@ -275,9 +428,9 @@ class PolicyHotSwap:
         Queue an announced checkpoint for loading; a newer submission replaces a queued one.
 
         :param announcement: :class:`CheckpointAnnouncement`, or the raw ``trainer/checkpoint``
-            JSON text (then parsing and base64 decoding also happen on the loader thread, so a
-            message carrying megabytes of weights costs the caller nothing; a malformed one
-            becomes a refusal)
+            JSON text as str or UTF-8 bytes / memoryview (then parsing and base64 decoding also
+            happen on the loader thread, so a message carrying megabytes of weights costs the
+            caller nothing; a malformed one becomes a refusal)
         """
         with self._wake:
             self._pending = announcement
@@ -294,26 +447,27 @@ class PolicyHotSwap:
                 self.loading = True
             started_s = time.monotonic()
             try:
-                if isinstance(announcement, str):
+                if isinstance(announcement, (str, bytes, bytearray, memoryview)):
                     announcement = self._parse(announcement)
                     if announcement is None:
                         continue
+                problem = compatibility_problem(self.active, announcement.version)
+                if problem:
+                    raise CheckpointRefusedError(problem)
                 loaded = self._loader(announcement, self.device)
+                problem = compatibility_problem(self.active, loaded.version, loaded.tasks)
+                if problem:
+                    raise CheckpointRefusedError(problem)
             except CheckpointRefusedError as error:
-                refusal = Refusal(announcement.version, announcement.sha256, str(error))
                 _LOG.error('refusing checkpoint version %d (%s): %s', announcement.version,
                            announcement.source, error)
-                with self._lock:
-                    self._refusal = refusal
-                    self.loading = False
+                self._refuse(announcement.version, announcement.sha256, str(error))
                 continue
             except Exception as error:  # noqa: B902 - the loader thread must survive anything
-                refusal = Refusal(announcement.version, announcement.sha256,
-                                  f'unexpected error while loading: {error!r}')
-                _LOG.exception('refusing checkpoint version %d', announcement.version)
-                with self._lock:
-                    self._refusal = refusal
-                    self.loading = False
+                version = getattr(announcement, 'version', None)
+                _LOG.exception('refusing checkpoint version %s', version)
+                self._refuse(version, getattr(announcement, 'sha256', ''),
+                             f'unexpected error while loading: {error!r}')
                 continue
             _LOG.info('checkpoint version %d verified and ready in %.2f s', loaded.version,
                       time.monotonic() - started_s)
@@ -321,14 +475,19 @@ class PolicyHotSwap:
                 self._ready = loaded
                 self.loading = False
 
+    def _refuse(self, version, sha256, reason):
+        """Record a refusal for the next :meth:`swap_if_ready` (loader thread)."""
+        with self._lock:
+            self._refusals += 1
+            self._refusal = Refusal(version, sha256, reason, self._refusals)
+            self.loading = False
+
     def _parse(self, text):
         try:
             announcement = CheckpointAnnouncement.from_json(text)
         except CheckpointAnnouncementError as error:
             _LOG.error('ignoring trainer/checkpoint: %s', error)
-            with self._lock:
-                self._refusal = Refusal(None, '', str(error))
-                self.loading = False
+            self._refuse(None, '', str(error))
             return None
         active = self.active
         if active is not None and announcement.sha256 == active.sha256:
@@ -347,6 +506,14 @@ class PolicyHotSwap:
         with self._lock:
             ready, self._ready = self._ready, None
             refusal, self._refusal = self._refusal, None
+            if ready is not None:
+                # The running policy may have changed since the loader checked (a rollback).
+                problem = compatibility_problem(self.active, ready.version, ready.tasks)
+                if problem:
+                    _LOG.error('refusing checkpoint version %d: %s', ready.version, problem)
+                    self._refusals += 1
+                    refusal = Refusal(ready.version, ready.sha256, problem, self._refusals)
+                    ready = None
         if refusal is not None:
             self.last_refusal = refusal
         if ready is not None:
@@ -420,6 +587,13 @@ class PolicyNodeConfig:
     :param task: task to run at start ('' = idle until policy/task names one)
     :param frame_id: frame of the published twist
     :param torch_threads: torch intra-op threads on the CPU
+    :param max_proprio_std: an end-effector coordinate further than this many standard
+        deviations from the checkpoint's training mean blocks the output (0: no such check)
+    :param workspace_min_m: lower corner x, y, z of the robot's workspace box (m)
+    :param workspace_max_m: upper corner x, y, z of the workspace box (m); an end-effector
+        position outside the box blocks the output
+    :param max_image_pixels: a camera image with more pixels (width x height), or more data
+        than 4 bytes per such pixel, is refused before it is converted and blocks the output
     """
 
     checkpoint_path: str = field(default='checkpoints/pretrained_mt10_skewed', metadata={
@@ -454,6 +628,19 @@ class PolicyNodeConfig:
     torch_threads: int = field(default=1, metadata={
         'description': 'torch intra-op threads for CPU inference (count)', 'range': (1, 64),
         'read_only': True})
+    max_proprio_std: float = field(default=DEFAULT_MAX_PROPRIO_STD, metadata={
+        'description': 'an end-effector coordinate further than this from the mean of the '
+                       "checkpoint's training data gives zero output (standard deviations of "
+                       'that data; 0 = no check)', 'range': (0.0, 1e6)})
+    workspace_min_m: tuple = field(default=DEFAULT_WORKSPACE_MIN_M, metadata={
+        'description': 'lower corner x, y, z of the workspace box in the robot base frame; an '
+                       'end-effector position outside the box gives zero output (m)'})
+    workspace_max_m: tuple = field(default=DEFAULT_WORKSPACE_MAX_M, metadata={
+        'description': 'upper corner x, y, z of the workspace box in the robot base frame (m)'})
+    max_image_pixels: int = field(default=4_194_304, metadata={
+        'description': 'a camera image with more pixels (width x height; or with more data '
+                       'than 4 bytes per such pixel) is refused before conversion and gives zero '
+                       'output (pixels)', 'range': (1, 1 << 31)})
 
     def __post_init__(self):
         for name in ('control_rate_hz', 'max_input_age_s', 'max_linear_velocity_mps',
@@ -470,3 +657,21 @@ class PolicyNodeConfig:
             raise ValueError('gripper_joint_name must not be empty')
         if self.torch_threads < 1:
             raise ValueError(f'torch_threads must be >= 1, got {self.torch_threads}')
+        if self.max_image_pixels < 1:
+            raise ValueError(f'max_image_pixels must be >= 1, got {self.max_image_pixels}')
+        self.workspace_min_m = tuple(float(v) for v in self.workspace_min_m)
+        self.workspace_max_m = tuple(float(v) for v in self.workspace_max_m)
+        self.proprio_limits()
+
+    def proprio_limits(self, stats=None):
+        """
+        Build the plausibility limits of the end-effector position from these parameters.
+
+        :param stats: (mean, std) of the running policy's training data, or None
+        :return: :class:`active_finetune.safety.ProprioLimits`
+        :raises ValueError: for a workspace box that is not 3 finite values per corner with
+            min < max, or a bad max_proprio_std
+        """
+        mean, std = stats if stats is not None else (None, None)
+        return ProprioLimits(self.workspace_min_m, self.workspace_max_m, mean, std,
+                             float(self.max_proprio_std))

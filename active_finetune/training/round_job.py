@@ -3,6 +3,12 @@ One fine-tuning round as a job for a separate process (ROS-free).
 
 The trainer node starts :func:`run_round` in a spawned process so no ROS callback waits for
 training; progress and the result come back through a multiprocessing queue as plain dicts.
+
+An episode that cannot be trained on is skipped, with the reason in the result's ``skipped``:
+unreadable (truncated, corrupt), of a task the policy does not know, or with implausible
+proprioception (:func:`active_finetune.safety.check_proprio_rows`: an end-effector position
+outside the workspace box or far from the base checkpoint's training data, e.g. recorded in
+millimetres).  ``demos_used`` counts only the episodes that load.
 """
 
 from dataclasses import dataclass, field, replace
@@ -11,6 +17,9 @@ from pathlib import Path
 import re
 import shutil
 import time
+
+from active_finetune.safety import check_proprio_rows, DEFAULT_MAX_PROPRIO_STD, \
+    DEFAULT_WORKSPACE_MAX_M, DEFAULT_WORKSPACE_MIN_M, ProprioLimits
 
 _LOG = logging.getLogger(__name__)
 
@@ -34,9 +43,17 @@ class RoundJob:
     log_dir: str = ''
     threads: int = 1
     demos_used: int = -1
-    """Demos recorded so far, failed ones included (budget accounting); -1 = len(episode_paths)."""
+    """Demos recorded so far, failed ones included (budget accounting); -1 = len(episode_paths).
+    The episodes of ``episode_paths`` skipped this round are subtracted in the result."""
     anchor_checkpoint: str = ''
     """The pretrained checkpoint pi_0 that ``l2_init`` pulls towards ('' = base_checkpoint)."""
+    max_proprio_std: float = DEFAULT_MAX_PROPRIO_STD
+    """Skip an episode with an end-effector coordinate further than this from the base
+    checkpoint's training mean (standard deviations; 0 = no such check)."""
+    workspace_min_m: tuple = DEFAULT_WORKSPACE_MIN_M
+    """Skip an episode with an end-effector position below this corner x, y, z (m)."""
+    workspace_max_m: tuple = DEFAULT_WORKSPACE_MAX_M
+    """Skip an episode with an end-effector position above this corner x, y, z (m)."""
 
 
 def version_path(checkpoint_dir, version):
@@ -103,16 +120,24 @@ def _run_round(job, queue):
 
     policy, base_config = load_checkpoint(job.base_checkpoint)
     image_size = policy.config.image_size
+    limits = ProprioLimits.from_policy(policy, job.workspace_min_m, job.workspace_max_m,
+                                       job.max_proprio_std)
     episodes, skipped = [], []
     for path in job.episode_paths:
         try:
             episode = load_episode(path, image_size=(image_size, image_size))
             policy.config.task_id(episode.task)
-            episodes.append(episode)
         except (EpisodeFileError, KeyError, ValueError, OSError) as exc:
-            skipped.append({'path': str(path), 'error': str(exc)})
-            queue.put({'kind': 'progress', 'state': 'training', 'progress': 0.0,
-                       'message': f'skipping unreadable episode {path}: {exc}'})
+            error, what = str(exc), 'unreadable'
+        else:
+            check = check_proprio_rows(episode.proprio, limits)
+            if check.ok:
+                episodes.append(episode)
+                continue
+            error, what = f'implausible proprioception: {check.reason}', 'implausible'
+        skipped.append({'path': str(path), 'error': error})
+        queue.put({'kind': 'progress', 'state': 'training', 'progress': 0.0,
+                   'message': f'skipping {what} episode {path}: {error}'})
     config = replace(TrainConfig(**job.train), seed=job.train.get('seed', 0) + job.round_index)
     writer = None
     if job.log_dir:
@@ -144,7 +169,9 @@ def _run_round(job, queue):
     if writer is not None:
         writer.close()
     path = version_path(job.checkpoint_dir, job.version)
-    demos_used = job.demos_used if job.demos_used >= 0 else len(job.episode_paths)
+    # Only the episodes that load count: a skipped one is as if it had not been recorded.
+    demos_used = (job.demos_used if job.demos_used >= 0 else len(job.episode_paths)) \
+        - len(skipped)
     provenance = {'kind': 'finetune', 'version': job.version, 'round': job.round_index,
                   'base_sha256': base_config['weights_sha256'], 'demos_used': demos_used,
                   'demos_trained': len(episodes),

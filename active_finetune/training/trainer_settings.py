@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from active_finetune.safety import DEFAULT_MAX_PROPRIO_STD, DEFAULT_WORKSPACE_MAX_M, \
+    DEFAULT_WORKSPACE_MIN_M, ProprioLimits
 from active_finetune.training.bc import FORGETTING_CONTROLS
 
 
@@ -53,6 +55,16 @@ class TrainerSettings:
         'description': 'period of the dataset directory scan (s)', 'range': (0.05, 60.0)})
     threads: int = field(default=1, metadata={
         'description': 'torch threads of the training process', 'range': (1, 256)})
+    max_proprio_std: float = field(default=DEFAULT_MAX_PROPRIO_STD, metadata={
+        'description': 'skip an episode with an end-effector coordinate further than this from '
+                       "the base checkpoint's training mean (standard deviations of its "
+                       'training data; 0 = no check)', 'range': (0.0, 1e6)})
+    workspace_min_m: tuple = field(default=DEFAULT_WORKSPACE_MIN_M, metadata={
+        'description': 'skip an episode with an end-effector position below this corner x, y, z '
+                       'of the workspace box, robot base frame (m)'})
+    workspace_max_m: tuple = field(default=DEFAULT_WORKSPACE_MAX_M, metadata={
+        'description': 'skip an episode with an end-effector position above this corner x, y, z '
+                       'of the workspace box, robot base frame (m)'})
 
     def __post_init__(self):
         if self.forgetting_control not in FORGETTING_CONTROLS:
@@ -63,6 +75,10 @@ class TrainerSettings:
                              f'{self.demos_per_round}, {self.steps}, {self.batch_size}')
         if not self.dataset_dir or not self.checkpoint_dir:
             raise ValueError('dataset_dir and checkpoint_dir must be set')
+        for name in ('workspace_min_m', 'workspace_max_m'):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        ProprioLimits(self.workspace_min_m, self.workspace_max_m,
+                      max_std=float(self.max_proprio_std))
 
     def train_kwargs(self):
         """

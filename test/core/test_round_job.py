@@ -21,14 +21,16 @@ def drain(q):
             return items
 
 
-def make_episode(recorder, task, seed, steps=10):
+def make_episode(recorder, task, seed, steps=10, position_scale=1.0):
+    """Record a short episode; ``position_scale`` 1000 writes the pose in millimetres."""
     rng = np.random.default_rng(seed)
     recorder.start(task)
     for step in range(steps):
         stamp = 1_700_000_000_000_000_000 + seed * 10**10 + step * 50_000_000
         recorder.add_joint_state(['gripper_finger_distance'], [0.05], stamp_ns=stamp,
                                  log_time_ns=stamp)
-        recorder.add_ee_pose(tuple(rng.uniform(-0.2, 0.2, 3)), stamp_ns=stamp, log_time_ns=stamp)
+        recorder.add_ee_pose(tuple(position_scale * rng.uniform(-0.2, 0.2, 3)), stamp_ns=stamp,
+                             log_time_ns=stamp)
         recorder.add_twist(tuple(rng.uniform(-0.5, 0.5, 3)), stamp_ns=stamp, log_time_ns=stamp)
         recorder.add_gripper(-1.0, log_time_ns=stamp)
         recorder.add_image(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), stamp, 'camera',
@@ -71,3 +73,42 @@ def test_checkpoint_is_announced_before_the_evaluation_and_the_result_carries_bo
     _, config = load_checkpoint(checkpoint['path'])
     assert config['weights_sha256'] == checkpoint['sha256']
     assert config['provenance']['demos_trained'] == 2
+
+
+def test_episodes_with_implausible_proprioception_or_unreadable_are_skipped_and_not_counted(
+        tmp_path):
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='image', image_size=32,
+                                     conv_channels=(8, 8, 8, 8), hidden_dim=32, feature_dim=16))
+    initial = tmp_path / 'initial'
+    save_checkpoint(policy, initial, {'kind': 'test'})
+    recorder = EpisodeRecorder(RecorderSettings(dataset_dir=str(tmp_path / 'episodes'),
+                                                min_free_disk_mb=0.0))
+    try:
+        make_episode(recorder, 'reach-v3', seed=1)
+        make_episode(recorder, 'push-v3', seed=2, position_scale=1000.0)
+        make_episode(recorder, 'push-v3', seed=3)
+    finally:
+        recorder.close()
+    paths = [str(tmp_path / 'episodes' / e['file'])
+             for e in list_saved_episodes(tmp_path / 'episodes')]
+    with open(paths[2], 'r+b') as truncated:
+        truncated.truncate(200)
+    job = RoundJob(base_checkpoint=str(initial), episode_paths=tuple(paths),
+                   checkpoint_dir=str(tmp_path / 'checkpoints'), version=1, round_index=0,
+                   train={'steps': 2, 'batch_size': 4}, demos_used=3)
+    q = queue.Queue()
+    run_round(job, q)
+    items = drain(q)
+    result = items[-1]
+    assert result['kind'] == 'result', items
+    skipped = {item['path']: item['error'] for item in result['skipped']}
+    assert set(skipped) == {paths[1], paths[2]}
+    assert skipped[paths[1]].startswith('implausible proprioception: implausible end-effector '
+                                        'position'), skipped[paths[1]]
+    assert 'outside the workspace box' in skipped[paths[1]]
+    assert result['demos_used'] == 1, 'only the episode that loads counts'
+    _, config = load_checkpoint(result['path'])
+    assert config['provenance']['demos_trained'] == 1
+    assert config['provenance']['demos_used'] == 1
+    messages = [item.get('message', '') for item in items]
+    assert any('skipping implausible episode' in m for m in messages), messages

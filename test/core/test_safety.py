@@ -4,8 +4,9 @@ import json
 import subprocess
 import sys
 
-from active_finetune.safety import check_fresh, CommandGate, CommandMux, CommandMuxConfig
-from active_finetune.safety import EstopLatch, is_stale, sanitize_action
+from active_finetune.safety import check_fresh, check_proprio, check_proprio_rows, CommandGate
+from active_finetune.safety import CommandMux, CommandMuxConfig, EstopLatch, is_stale
+from active_finetune.safety import ProprioLimits, sanitize_action
 import numpy as np
 import pytest
 
@@ -244,6 +245,60 @@ def test_mux_refuses_unknown_source_and_bad_shapes():
 def test_mux_config_refuses_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         CommandMuxConfig(**{field: value})
+
+
+# Training statistics like the shipped checkpoint's (Meta-World frame, metres).
+TRAINED = ProprioLimits(mean=(0.03, 0.67, 0.16, 0.74), std=(0.08, 0.08, 0.07, 0.3))
+
+
+@pytest.mark.parametrize('position, words', [
+    ((0.0, 600.0, 200.0), ['outside the workspace box', '600', 'millimetres']),
+    ((1e6, 1e6, 1e6), ['outside the workspace box', '1e+06']),
+    ((0.03, 1.3, 0.16), ['y is', 'std from the training mean 0.67', 'limit 6 std']),
+])
+def test_implausible_but_finite_positions_are_refused_with_a_reason(position, words):
+    check = check_proprio([*position, 0.5], TRAINED)
+    assert not check.ok and check.code == 'implausible'
+    for word in words:
+        assert word in check.reason, check.reason
+
+
+def test_plausible_positions_pass_and_each_check_can_be_set():
+    assert check_proprio([0.0, 0.6, 0.2, 1.0], TRAINED).ok
+    assert check_proprio([0.0, 0.6, 0.2], ProprioLimits()).ok, 'no statistics: the box only'
+    far = [0.03, 1.3, 0.16, 0.5]
+    assert check_proprio(far, ProprioLimits(mean=TRAINED.mean, std=TRAINED.std, max_std=0.0)).ok
+    assert check_proprio(far, ProprioLimits(mean=TRAINED.mean, std=TRAINED.std, max_std=9.0)).ok
+    box = ProprioLimits(workspace_min_m=(-0.5, 0.4, 0.0), workspace_max_m=(0.5, 0.9, 0.3))
+    assert check_proprio([0.0, 0.6, 0.2], box).ok
+    assert 'y [0.4, 0.9]' in check_proprio([0.0, 0.95, 0.2], box).reason
+    # A coordinate constant in training (std floored) is not refused for millimetres of motion.
+    flat = ProprioLimits(mean=(0.0, 0.6, 0.2, 0.5), std=(1e-3, 1e-3, 1e-3, 1e-3))
+    assert check_proprio([0.01, 0.61, 0.19], flat).ok
+    nan = check_proprio([0.0, float('nan'), 0.2], TRAINED)
+    assert not nan.ok and nan.code == 'non_finite'
+
+
+def test_training_rows_report_the_first_bad_row_and_how_many():
+    rows = np.array([[0.0, 0.6, 0.2, 1.0]] * 5)
+    assert check_proprio_rows(rows, TRAINED).ok
+    rows[3:, 1] = 650.0
+    check = check_proprio_rows(rows, TRAINED)
+    assert not check.ok and 'row 3 (2 of 5 rows)' in check.reason, check.reason
+    with pytest.raises(ValueError, match='3 columns'):
+        check_proprio_rows(np.zeros((4, 2)), TRAINED)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({'workspace_min_m': (0.0, 0.0)}, 'workspace_min_m'),
+    ({'workspace_max_m': (1.0, float('inf'), 1.0)}, 'workspace_max_m'),
+    ({'workspace_min_m': (0.0, 2.0, 0.0), 'workspace_max_m': (1.0, 1.0, 1.0)}, 'below'),
+    ({'max_std': -1.0}, 'max_std'),
+    ({'mean': (0.0, 0.0, 0.0)}, 'together'),
+])
+def test_proprio_limits_refuse_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ProprioLimits(**kwargs)
 
 
 def test_core_modules_import_no_ros():
