@@ -11,6 +11,10 @@ paths (a network share).  The recorder appends a line after it has renamed a fin
 place; a crash between the two leaves a complete file the index does not name, which
 :func:`list_saved_episodes` finds and indexes again.  A torn last line (crash during the append)
 is skipped with a warning, and the next append starts on a fresh line.
+
+The trainer and the task selector list the directory every second or so: each of these warnings
+(torn line, missing file, unusable unindexed file) is logged once per process and file state, not
+on every listing.
 """
 
 import hashlib
@@ -19,10 +23,14 @@ import logging
 import os
 from pathlib import Path
 import re
+import threading
 
 from active_finetune.data.mcap_episode import EpisodeFileError, read_episode_info
 
 LOGGER = logging.getLogger(__name__)
+
+_WARNED = set()
+_WARNED_LOCK = threading.Lock()
 
 INDEX_FILE = 'episodes.jsonl'
 """Name of the index file inside a dataset directory."""
@@ -36,6 +44,23 @@ RECOVERED_SUFFIX = '.recovered.mcap'
 
 class EpisodeIndexError(ValueError):
     """An index entry that lacks a required field."""
+
+
+def _file_state(path):
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _warn_once(key, message, *args):
+    """Log a warning unless one with the same key was logged before in this process."""
+    with _WARNED_LOCK:
+        if key in _WARNED:
+            return
+        _WARNED.add(key)
+    LOGGER.warning(message, *args)
 
 
 def file_sha256(path, block_bytes=1 << 20):
@@ -110,8 +135,8 @@ def read_index(dataset_dir):
             if not isinstance(entry, dict) or not isinstance(entry.get('file'), str):
                 raise ValueError('not an object with a file name')
         except ValueError as exc:
-            LOGGER.warning('%s line %d is torn or malformed, skipped (%s): %r', index_path,
-                           number, exc, raw[:120])
+            _warn_once(('torn', str(index_path), number, raw), '%s line %d is torn or malformed, '
+                       'skipped (%s): %r', index_path, number, exc, raw[:120])
             continue
         entries.append(entry)
     return entries
@@ -165,7 +190,8 @@ def list_saved_episodes(dataset_dir, reindex=True):
         seen.add(name)
         path = dataset_dir / name
         if not path.is_file():
-            LOGGER.warning('indexed episode %s is missing; dropped from the list', path)
+            _warn_once(('missing', str(path)), 'indexed episode %s is missing; dropped from the '
+                       'list', path)
             continue
         listed.append({**entry, 'path': str(path), 'success': bool(entry.get('success', False))})
     unindexed = sorted((p for p in dataset_dir.iterdir()
@@ -173,13 +199,13 @@ def list_saved_episodes(dataset_dir, reindex=True):
                        key=lambda p: (int(EPISODE_FILE_RE.match(p.name).group(1)), p.name))
     for path in unindexed:
         if not reindex:
-            LOGGER.warning('episode %s is not in the index', path)
+            _warn_once(('unindexed', str(path)), 'episode %s is not in the index', path)
             continue
         try:
             entry = entry_for_file(path)
         except EpisodeFileError as exc:
-            LOGGER.warning('unindexed file %s is not a usable episode, skipped: %s', path,
-                           exc.reason)
+            _warn_once(('unusable', str(path), _file_state(path)), 'unindexed file %s is not a '
+                       'usable episode, skipped: %s', path, exc.reason)
             continue
         LOGGER.warning('episode %s was missing from the index (crash after rename?); indexed now',
                        path)

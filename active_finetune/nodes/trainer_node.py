@@ -7,11 +7,16 @@ announced on ``trainer/checkpoint`` (reliable, transient local) with path, sha25
 when ``send_weights`` is set, the weights themselves so a robot PC without the shared disk can load
 them.  On start-up it resumes from the newest complete version (a killed trainer leaves no torn
 checkpoint: interrupted writes are temporary directories, removed here).
+
+Counting: an episode that a round skipped (unreadable, unknown task, implausible
+proprioception) is warned about once and no longer counted, in ``demos_used`` nor towards the
+next round, until its file changes (same size and modification time = same verdict).
 """
 
 import base64
 import json
 import multiprocessing
+import os
 from pathlib import Path
 import queue as queue_module
 
@@ -45,7 +50,8 @@ class TrainerNode(Node):
         self._process = None
         self._queue = None
         self._job_version = None
-        self._reported_unreadable = set()
+        # path -> (size, mtime_ns) of episodes a round skipped: not counted while unchanged.
+        self._unusable = {}
         version, path = newest_version(self.settings.checkpoint_dir)
         if path is None:
             path = Path(self.settings.initial_checkpoint)
@@ -68,20 +74,40 @@ class TrainerNode(Node):
         self.create_timer(self.settings.poll_period_s, self._on_poll)
 
     def _status(self, state, message, progress=0.0):
-        episodes = self._all_episodes()
+        listed = self._listed_episodes()
+        episodes = self._countable(listed)
         self._status_pub.publish(String(data=json.dumps({
             'state': state, 'round': self.round, 'progress': round(progress, 3),
             'demos_available': len(episodes), 'demos_usable': len(self._usable(episodes)),
-            'version': self.version,
+            'demos_unreadable': len(listed) - len(episodes), 'version': self.version,
             'demos_needed': self.trained_on + self.settings.demos_per_round, 'message': message})))
 
-    def _all_episodes(self):
+    def _listed_episodes(self):
         try:
             return list_saved_episodes(self.settings.dataset_dir)
         except (OSError, ValueError) as exc:
             self.get_logger().error(f'cannot list episodes in {self.settings.dataset_dir}: {exc}',
                                     throttle_duration_sec=10.0)
             return []
+
+    def _all_episodes(self):
+        return self._countable(self._listed_episodes())
+
+    @staticmethod
+    def _signature(path):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    def _countable(self, entries):
+        """Leave out the episodes a round skipped, while their files are unchanged."""
+        if not self._unusable:
+            return entries
+        return [e for e in entries
+                if e['path'] not in self._unusable
+                or self._unusable[e['path']] != self._signature(e['path'])]
 
     def _usable(self, entries):
         return [e for e in entries
@@ -132,7 +158,10 @@ class TrainerNode(Node):
             checkpoint_dir=self.settings.checkpoint_dir, version=version, round_index=self.round,
             train=self.settings.train_kwargs(), evaluate_episodes=self.settings.evaluate_episodes,
             evaluate_max_steps=self.settings.evaluate_max_steps, log_dir=self.settings.log_dir,
-            threads=self.settings.threads, demos_used=demos_used)
+            threads=self.settings.threads, demos_used=demos_used,
+            max_proprio_std=self.settings.max_proprio_std,
+            workspace_min_m=self.settings.workspace_min_m,
+            workspace_max_m=self.settings.workspace_max_m)
         self._queue = self._ctx.Queue()
         self._process = self._ctx.Process(target=run_round, args=(job, self._queue), daemon=True,
                                           name=f'trainer-round-{self.round}')
@@ -184,8 +213,12 @@ class TrainerNode(Node):
         if result['version'] == self.version:
             return
         for skipped in result.get('skipped', []):
-            self.get_logger().warning(f'skipped unreadable episode {skipped["path"]}: '
-                                      f'{skipped["error"]}')
+            signature = self._signature(skipped['path'])
+            if self._unusable.get(skipped['path']) != signature:
+                self._unusable[skipped['path']] = signature
+                self.get_logger().warning(
+                    f'skipped episode {skipped["path"]}: {skipped["error"]}; not counted (nor '
+                    'warned about again) until the file changes')
         self.version = result['version']
         self.current_path = Path(result['path'])
         self.trained_on = result['demos_used']

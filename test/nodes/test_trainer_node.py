@@ -84,7 +84,7 @@ def test_round_skips_the_unreadable_episode_and_announces_a_verified_checkpoint(
     assert policy.config.tasks == TASKS and config['weights_sha256'] == announced['sha256']
     weights = (checkpoint_dir / 'v0001' / WEIGHTS_FILE).read_bytes()
     assert base64.b64decode(announced['weights_b64']) == weights, 'weights travel in the message'
-    assert announced['demos_used'] == 3
+    assert announced['demos_used'] == 2, 'the truncated episode is not counted'
     messages = [json.loads(m.data)['message'] for m in statuses.messages]
     assert any('episode_000099' in m and 'skip' in m for m in messages), messages
     # The announcement comes as soon as the checkpoint is written; 'waiting' once the round
@@ -93,3 +93,6 @@ def test_round_skips_the_unreadable_episode_and_announces_a_verified_checkpoint(
         statuses.last.data
     assert sum(json.loads(m.data)['version'] == 1 for m in checkpoints.messages) == 1, \
         'version 1 is announced once'
+    # Counted as the selector counts it: 2 demos that load, the next round after 3 more.
+    last = json.loads(statuses.last.data)
+    assert (last['demos_available'], last['demos_unreadable'], last['demos_needed']) == (2, 1, 5)
