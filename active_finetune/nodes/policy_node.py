@@ -10,14 +10,20 @@ of the image the action was computed from) and ``policy/gripper`` (-1 open .. +1
 tasks, version, sha256, refused, rollback_versions, device).
 
 Safety (:class:`active_finetune.safety.CommandGate`): an image, joint state or pose older than
-``max_input_age_s`` (by header stamp), a non-finite action, an unknown task or an engaged estop
-give a zero twist and no gripper command (the mux holds the gripper), with the reason in the
-status and a throttled log.  Actions are clamped to [-1, 1] before scaling.  Zero on shutdown.
+``max_input_age_s`` (by header stamp), an image larger than ``max_image_pixels`` (refused in
+its callback, before any conversion), an end-effector position outside the workspace box
+(``workspace_min_m`` .. ``workspace_max_m``) or more than ``max_proprio_std`` standard deviations
+from the checkpoint's training data (:func:`active_finetune.safety.check_proprio`), a non-finite
+action, an unknown task or an engaged estop give a zero twist and no gripper command (the mux
+holds the gripper), with the reason in the status and a throttled log.  Actions are clamped to
+[-1, 1] before scaling.  Zero on shutdown.
 
 New checkpoints are loaded and verified by :class:`active_finetune.policy.hot_swap.PolicyHotSwap`
-on its own thread and swapped in between two cycles; a bad one is refused (logged, in the status)
-and the old weights keep running.  Service ``policy/rollback`` (std_srvs/Trigger) goes back to the
-previous good version.
+on its own thread and swapped in between two cycles; a bad one (failed verification, a version
+lower than the running one, another task list) is refused (logged, and the newest refusal in the
+status) and the old weights keep running.  ``trainer/checkpoint`` is subscribed raw: the callback
+only hands the serialised bytes to the loader thread, which parses and decodes them.  Service
+``policy/rollback`` (std_srvs/Trigger) goes back to the previous good version.
 
 Threading: the control timer has a callback group of its own and every other callback is in a
 second one, so on a multi-threaded executor a timer that is due again as soon as its cycle ends
@@ -32,8 +38,9 @@ import json
 import threading
 import time
 
-from active_finetune.nodes.conversions import ConversionError, header_stamp_s, image_to_rgb, \
-    joint_positions, linear_to_twist_stamped, pose_position
+from active_finetune.nodes.conversions import cdr_string_data, check_image_size, \
+    ConversionError, header_stamp_s, image_to_rgb, joint_positions, linear_to_twist_stamped, \
+    pose_position
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSOR_QOS
 from active_finetune.nodes.spin import run_node
@@ -41,8 +48,8 @@ from active_finetune.policy.hot_swap import CheckpointRefusedError, load_initial
     PolicyHotSwap, PolicyNodeConfig, RollbackError
 from active_finetune.policy.inputs import proprio_from_robot
 from active_finetune.policy.runner import select_device
-from active_finetune.safety import Check, check_fresh, CLAMPED, CommandGate, ESTOP, FUTURE, \
-    MISSING, NON_FINITE, OK, STALE
+from active_finetune.safety import Check, check_fresh, check_proprio, CLAMPED, CommandGate, \
+    ESTOP, FUTURE, MISSING, NON_FINITE, OK, STALE
 from geometry_msgs.msg import PoseStamped, TwistStamped
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -55,6 +62,7 @@ import torch
 
 RUNNING, IDLE, STALE_STATE, ERROR = 'running', 'idle', 'stale', 'error'
 NO_POLICY, NO_TASK, UNKNOWN_TASK, BAD_INPUT = 'no_policy', 'no_task', 'unknown_task', 'bad_input'
+IMAGE_TOO_LARGE = 'image_too_large'
 _STATE_OF_CODE = {OK: RUNNING, CLAMPED: RUNNING, MISSING: IDLE, NO_TASK: IDLE, ESTOP: IDLE,
                   STALE: STALE_STATE, FUTURE: STALE_STATE}
 CYCLE_HISTORY = 10000
@@ -99,6 +107,8 @@ class PolicyNode(Node):
         self._task = self.config.task
         # (message, node clock arrival time): one attribute, so a cycle reads a consistent pair.
         self._image = (None, None)
+        # Why the newest image was refused (too large), or '' after a good one.
+        self._image_refused = ''
         self._joint_msg = None
         self._pose_msg = None
         self._status_key = None
@@ -136,8 +146,9 @@ class PolicyNode(Node):
         for qos in (LATCHED_QOS, COMMAND_QOS):
             self.create_subscription(String, 'policy/task', self._on_task, qos,
                                      callback_group=events)
+        # Raw: megabytes of weights are never turned into a Python string on this thread.
         self.create_subscription(String, 'trainer/checkpoint', self._on_checkpoint, LATCHED_QOS,
-                                 callback_group=events)
+                                 callback_group=events, raw=True)
         for qos in (LATCHED_QOS, COMMAND_QOS):
             self.create_subscription(Bool, 'estop', self._on_estop, qos, callback_group=events)
         self.create_service(Trigger, 'policy/rollback', self._on_rollback, callback_group=events)
@@ -156,6 +167,13 @@ class PolicyNode(Node):
         self.config = config
 
     def _on_image(self, msg):
+        try:
+            check_image_size(msg, self.config.max_image_pixels)
+        except ConversionError as error:
+            # Not kept: the message is freed when this callback returns.
+            self._image_refused = str(error)
+            return
+        self._image_refused = ''
         self._image = (msg, self._now_s())
         if self.config.cycle_trigger == 'image':
             self._cycle_at_edge()
@@ -196,10 +214,16 @@ class PolicyNode(Node):
             return False
         return True
 
-    def _on_checkpoint(self, msg):
-        # Parsing and base64-decoding megabytes of weights happen on the loader thread too.
-        self.get_logger().info('checkpoint announced; verifying it in the background')
-        self._hot_swap.submit(msg.data)
+    def _on_checkpoint(self, raw):
+        # Parsing and base64-decoding megabytes of weights happen on the loader thread, in pieces.
+        try:
+            text = cdr_string_data(raw)
+        except ConversionError as error:
+            self.get_logger().error(f'ignoring trainer/checkpoint: {error}')
+            return
+        self.get_logger().info(f'checkpoint announced ({len(text)} bytes); verifying it in the '
+                               'background')
+        self._hot_swap.submit(text)
 
     def _on_rollback(self, request, response):
         with self._control_lock:
@@ -256,9 +280,17 @@ class PolicyNode(Node):
 
     def _input_checks(self, now_s, image_msg, joint_msg, pose_msg):
         max_age_s = self.config.max_input_age_s
-        return [check_fresh(name, None if msg is None else header_stamp_s(msg), now_s, max_age_s)
-                for name, msg in (('image', image_msg), ('joint state', joint_msg),
-                                  ('end-effector pose', pose_msg))]
+        refused = self._image_refused
+        checks = [Check(False, IMAGE_TOO_LARGE, refused)] if refused else []
+        checks += [check_fresh(name, None if msg is None else header_stamp_s(msg), now_s,
+                               max_age_s)
+                   for name, msg in (('image', image_msg), ('joint state', joint_msg),
+                                     ('end-effector pose', pose_msg))]
+        active = self._hot_swap.active
+        if pose_msg is not None and active is not None:
+            limits = self.config.proprio_limits(active.proprio_stats)
+            checks.append(check_proprio(pose_position(pose_msg), limits))
+        return checks
 
     def _proprio(self, joint_msg, pose_msg):
         positions = joint_positions(joint_msg)
@@ -335,13 +367,13 @@ class PolicyNode(Node):
             'version': None if active is None else active.version,
             'sha256': '' if active is None else active.sha256,
             'refused': None if refusal is None else {
-                'version': refusal.version, 'sha256': refusal.sha256, 'reason': refusal.reason},
+                'version': refusal.version, 'sha256': refusal.sha256, 'reason': refusal.reason,
+                'number': refusal.number},
             'rollback_versions': self._hot_swap.history_versions,
             'device': str(self.device),
         }
         key = (state, code, status['task'], status['sha256'],
-               None if refusal is None else (refusal.version, refusal.sha256),
-               tuple(status['rollback_versions']))
+               None if refusal is None else refusal.number, tuple(status['rollback_versions']))
         self.status = status
         if key != self._status_key:
             self._status_key = key

@@ -233,3 +233,93 @@ def test_control_timer_cannot_starve_inputs_on_a_multithreaded_executor(graph):
     rollback = [s for s in node.services if s.srv_name.endswith('policy/rollback')]
     assert len(rollback) == 1
     assert all(entity.callback_group not in timer_groups for entity in inputs + rollback)
+
+
+def moving(g):
+    return len(g.twists) > 0 and not np.allclose(twist_stamped_to_linear(g.twists.last), 0.0)
+
+
+def test_implausible_but_finite_positions_give_zero_and_a_reason(graph, wait_for):
+    # The tiny checkpoint's statistics are mean 0, std 1; a box wide enough for the std check.
+    graph.start(workspace_min_m=[-100.0, -100.0, -100.0], workspace_max_m=[100.0, 100.0, 100.0])
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running' and moving(graph))
+    for position, words in (((0.0, 600.0, 200.0), ['outside the workspace box', '600']),
+                            ((1e6, 1e6, 1e6), ['outside the workspace box']),
+                            ((0.0, 7.0, 0.2), ['std from the training mean'])):
+        graph.inputs.position = position
+        assert pump(graph, wait_for, lambda: status(graph)['code'] == 'implausible'
+                    and all(w in status(graph)['reason'] for w in words)), status(graph)
+        assert status(graph)['state'] == 'error'
+        graph.twists.clear()
+        assert pump(graph, wait_for, lambda: len(graph.twists) > 2)
+        assert not moving(graph), 'zero while the position is implausible'
+        graph.inputs.position = (0.0, 0.6, 0.2)
+        assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+
+
+def test_the_workspace_box_is_a_parameter(graph, wait_for):
+    node = graph.start(workspace_max_m=[1.0, 0.5, 1.0])
+    assert pump(graph, wait_for, lambda: status(graph)['code'] == 'implausible')
+    assert 'y [-1.5, 0.5]' in status(graph)['reason'], status(graph)['reason']
+    assert not node.set_parameters([Parameter('workspace_max_m', value=[1.0, -2.0, 1.0])])[
+        0].successful
+    assert node.set_parameters([Parameter('workspace_max_m', value=[1.0, 1.0, 1.0])])[
+        0].successful
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+
+
+def test_an_oversize_image_is_refused_before_conversion(graph, wait_for, monkeypatch):
+    from active_finetune.nodes import policy_node as module
+    converted = []
+    real = module.image_to_rgb
+    monkeypatch.setattr(module, 'image_to_rgb', lambda msg: converted.append(msg) or real(msg))
+    node = graph.start(max_image_pixels=3000)  # the test images are 64x48 = 3072 pixels
+    assert pump(graph, wait_for, lambda: status(graph)['code'] == 'image_too_large')
+    s = status(graph)
+    assert s['state'] == 'error' and '64x48 (3072 pixels)' in s['reason'], s
+    assert not converted and not moving(graph)
+    assert node.set_parameters([Parameter('max_image_pixels', value=4096)])[0].successful
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+    assert converted
+
+
+def test_older_versions_and_other_task_lists_are_refused_and_the_newest_refusal_shows(
+        graph, wait_for, tmp_path):
+    node = graph.start()
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+    v20 = tmp_path / 'v20'
+    sha20 = make_checkpoint(v20, seed=20, mean=[0.5, 0.5, 0.5, 0.5])
+    graph.checkpoint_pub.publish(announcement(v20, sha20, 20, carry_weights=True))
+    assert pump(graph, wait_for, lambda: status(graph)['version'] == 20)
+
+    v3 = tmp_path / 'v3'
+    sha3 = make_checkpoint(v3, seed=3)
+    graph.checkpoint_pub.publish(announcement(v3, sha3, 3, carry_weights=True))
+    assert pump(graph, wait_for, lambda: (status(graph)['refused'] or {}).get('version') == 3)
+    assert 'lower than the running version 20' in status(graph)['refused']['reason']
+
+    torch.manual_seed(21)
+    swapped = TaskPolicy(PolicyConfig(tasks=TASKS[::-1], image_size=IMAGE_SIZE,
+                                      conv_channels=(4, 4), hidden_dim=16, feature_dim=8,
+                                      task_embedding_dim=4))
+    v21 = tmp_path / 'v21'
+    sha21 = save_checkpoint(swapped, v21)
+    graph.checkpoint_pub.publish(announcement(v21, sha21, 21))
+    assert pump(graph, wait_for, lambda: (status(graph)['refused'] or {}).get('version') == 21)
+    assert 'another order' in status(graph)['refused']['reason']
+
+    # Two malformed announcements in a row: the second one's reason is in the status too.
+    for text, words in (('{"version": 22', 'not JSON'), ('[22]', 'must be a JSON object')):
+        graph.checkpoint_pub.publish(String(data=text))
+        assert pump(graph, wait_for, lambda: words in (status(graph)['refused'] or {}).get(
+            'reason', '')), status(graph)
+    s = status(graph)
+    assert s['version'] == 20 and s['state'] == 'running' and s['refused']['number'] == 4
+    assert node._hot_swap.active.tasks == TASKS
+
+
+def test_checkpoint_announcements_are_taken_raw(graph):
+    node = graph.start()
+    (subscription,) = [s for s in node.subscriptions
+                       if s.topic_name.lstrip('/') == 'trainer/checkpoint']
+    assert subscription.raw, 'the weights never become a Python string on the executor thread'
