@@ -10,8 +10,9 @@ import textwrap
 import time
 
 from active_finetune.data.episode_index import file_sha256, list_saved_episodes
-from active_finetune.data.mcap_episode import load_episode, read_episode_info
-from active_finetune.data.recorder import EpisodeRecorder, RecorderError, \
+from active_finetune.data.mcap_episode import decode_image, encode_image, load_episode, \
+    read_episode_info
+from active_finetune.data.recorder import EpisodeRecorder, frame_format, RecorderError, \
     RecorderRefusedError, RecorderSettings, recover_leftovers
 import numpy as np
 import pytest
@@ -37,7 +38,8 @@ def smooth_image(step, shape=(48, 64)):
     return np.stack([red, green, blue], axis=-1).astype(np.uint8)
 
 
-def record_steps(recorder, steps, t0_ns=1_700_000_000_000_000_000, period_ns=33_000_000):
+def record_steps(recorder, steps, t0_ns=1_700_000_000_000_000_000, period_ns=33_000_000,
+                 image_shape=(48, 64)):
     """Feed state, command and image per step with known log times; return expected arrays."""
     proprio, actions, images = [], [], []
     for step in range(steps):
@@ -52,7 +54,7 @@ def record_steps(recorder, steps, t0_ns=1_700_000_000_000_000_000, period_ns=33_
         assert recorder.add_twist(linear, stamp_ns=t, log_time_ns=t)
         assert recorder.add_gripper(gripper, log_time_ns=t)
         assert recorder.add_joy([0.0] * 6, [0, 0], stamp_ns=t, log_time_ns=t)
-        image = smooth_image(step)
+        image = smooth_image(step, image_shape)
         assert recorder.add_image(image, t, 'camera', log_time_ns=t + 1_000_000)
         proprio.append([*position, opening / 0.1])
         actions.append([*np.clip(np.asarray(linear) / 0.25, -1, 1), gripper])
@@ -62,7 +64,8 @@ def record_steps(recorder, steps, t0_ns=1_700_000_000_000_000_000, period_ns=33_
 
 def test_round_trip_gives_the_recorded_arrays(tmp_path):
     finished = []
-    recorder = EpisodeRecorder(settings(tmp_path, jpeg_quality=95), on_finished=finished.append)
+    recorder = EpisodeRecorder(settings(tmp_path, image_format='jpeg', jpeg_quality=95),
+                               on_finished=finished.append)
     session = recorder.start('pick-place', request_id=5, notes='slow grasp')
     proprio, actions, images = record_steps(recorder, 40)
     recorder.stop()
@@ -84,16 +87,41 @@ def test_round_trip_gives_the_recorded_arrays(tmp_path):
     assert listed[0]['sha256'] == result['sha256'] and listed[0]['request_id'] == 5
 
 
-def test_png_is_lossless(tmp_path):
+@pytest.mark.parametrize('image_format', ['png', 'auto'])
+def test_png_is_lossless_and_the_default_at_policy_sizes(tmp_path, image_format):
     finished = []
-    recorder = EpisodeRecorder(settings(tmp_path, image_format='png'),
+    recorder = EpisodeRecorder(settings(tmp_path, image_format=image_format),
                                on_finished=finished.append)
     recorder.start('reach')
-    _, _, images = record_steps(recorder, 5)
+    _, _, images = record_steps(recorder, 5, image_shape=(96, 96))
     recorder.stop()
     assert recorder.wait_idle(10.0)
-    episode = load_episode(finished[-1]['path'], image_size=(48, 64))
+    episode = load_episode(finished[-1]['path'], image_size=(96, 96))
     np.testing.assert_array_equal(episode.images, images)
+
+
+def test_auto_format_is_png_up_to_256_squared_pixels_and_jpeg_above():
+    assert RecorderSettings().image_format == 'auto'
+    assert frame_format('auto', (96, 96, 3)) == frame_format('auto', (256, 256, 3)) == 'png'
+    assert frame_format('auto', (257, 256, 3)) == frame_format('auto', (480, 640, 3)) == 'jpeg'
+    assert frame_format('png', (480, 640, 3)) == 'png'
+    assert frame_format('jpeg', (96, 96, 3)) == 'jpeg'
+    with pytest.raises(ValueError, match="'gif'"):
+        frame_format('gif', (96, 96, 3))
+
+
+def test_jpeg_changes_what_the_policy_would_see_png_does_not():
+    """The reason for lossless frames at the policy's input size (96x96, raw at inference)."""
+    rows, cols = np.mgrid[0:96, 0:96]
+    frame = np.zeros((96, 96, 3), dtype=np.uint8)
+    frame[..., 0] = np.where((rows // 12 + cols // 12) % 2 == 0, 200, 40)  # coloured edges
+    frame[..., 1] = cols * 2
+    frame[..., 2] = 90
+    png = decode_image(encode_image(frame, 'png')[1])
+    jpeg = decode_image(encode_image(frame, 'jpeg', jpeg_quality=95)[1])
+    np.testing.assert_array_equal(png, frame)
+    error = np.abs(jpeg.astype(int) - frame.astype(int))
+    assert error.max() > 8, 'a 96x96 JPEG (quality 95) round trip is not exact'
 
 
 def test_full_queue_drops_and_counts(tmp_path):
@@ -153,6 +181,8 @@ def test_refusals_and_requests_out_of_order(tmp_path):
     assert recorder.status()['state'] == 'discarded'
     with pytest.raises(ValueError, match='success_on_stop'):
         settings(tmp_path, success_on_stop='maybe')
+    with pytest.raises(ValueError, match='image_format'):
+        settings(tmp_path, image_format='gif')
 
 
 def test_episode_without_state_is_quarantined_not_saved(tmp_path):
