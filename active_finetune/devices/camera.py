@@ -638,8 +638,9 @@ class CameraConfig:
         'description': "camera backend: 'realsense', 'opencv' or 'bag'", 'read_only': True})
     device: str = field(default='', metadata={
         'description': "realsense: serial number ('' = first found); opencv: device index, "
-                       'device path or video file; bag: .bag or .db3 recording path',
-        'read_only': True})
+                       'device path or video file; bag: .bag or .db3 recording path (digits '
+                       'given unquoted, -p device:=123456789, are taken as text)',
+        'read_only': True, 'digits_as_text': True})
     width: int = field(default=640, metadata={
         'description': 'image width (px)', 'range': (1, 8192), 'read_only': True})
     height: int = field(default=480, metadata={

@@ -13,19 +13,27 @@ metadata, a plain-dict convention that needs no ROS import::
             'read_only': True})
 
 Keys: ``description`` (required; say the unit), ``read_only`` (topics, paths,
-anything the node cannot apply while running) and ``range`` (inclusive
-``(min, max)`` for int or float fields; either end may be None).
+anything the node cannot apply while running), ``range`` (inclusive
+``(min, max)`` for int or float fields; either end may be None) and
+``digits_as_text`` (str fields that may hold only digits, such as a camera serial
+number: ``-p device:=123456789`` reaches the node as an integer, which is taken
+as its text instead of failing the start).
 
 :func:`declare_config` declares one parameter per field with a
 ParameterDescriptor, reads the values into the dataclass, and refuses a later
 change the dataclass rejects, returning its error message as the reason.
 
 ROS parameters are strictly typed: a float parameter needs a float in YAML
-(``rate_hz: 30.0``, not ``30``).
+(``rate_hz: 30.0``, not ``30``).  A ``digits_as_text`` value typed by rcl as a number
+loses leading zeros (``0123`` is even read as octal 83); the node then takes the text
+from its own command line (``-p [node:]name:=text`` after ``--ros-args``) when it is
+there; in a parameter file, quote such a value (``device: '0123'``).
 """
 
 import dataclasses
 import math
+import re
+import sys
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rcl_interfaces.msg import SetParametersResult
@@ -49,6 +57,8 @@ class ParameterSpec:
     :param description: what the parameter is, with its unit
     :param read_only: True when the value cannot change after start-up
     :param value_range: inclusive (min, max) for int and float parameters; either end may be None
+    :param digits_as_text: for a str parameter: accept a number too (declared with dynamic
+        typing) and take it as its text (see the module docstring)
     """
 
     name: str
@@ -56,6 +66,7 @@ class ParameterSpec:
     description: str
     read_only: bool = False
     value_range: tuple | None = None
+    digits_as_text: bool = False
 
     def __post_init__(self):
         if not self.description:
@@ -69,6 +80,10 @@ class ParameterSpec:
             raise ParameterSpecError(
                 f'parameter {self.name!r} has a default of unsupported type: {self.default!r}'
             ) from error
+        if self.digits_as_text and not isinstance(self.default, str):
+            raise ParameterSpecError(
+                f'parameter {self.name!r}: digits_as_text needs a str default, got '
+                f'{self.default!r}')
         if self.value_range is not None:
             if isinstance(self.default, bool) or not isinstance(self.default, (int, float)):
                 raise ParameterSpecError(
@@ -98,7 +113,8 @@ class ParameterSpec:
         :return: rcl_interfaces.msg.ParameterDescriptor
         """
         descriptor = ParameterDescriptor(
-            name=self.name, description=self.description, read_only=self.read_only)
+            name=self.name, description=self.description, read_only=self.read_only,
+            dynamic_typing=self.digits_as_text)
         if self.value_range is not None:
             low, high = self._bounds()
             if isinstance(self.default, int):
@@ -133,15 +149,52 @@ def specs_from_dataclass(config_cls, force_read_only=False):
         specs.append(ParameterSpec(
             name=f.name, default=default, description=f.metadata['description'],
             read_only=force_read_only or bool(f.metadata.get('read_only', False)),
-            value_range=f.metadata.get('range')))
+            value_range=f.metadata.get('range'),
+            digits_as_text=bool(f.metadata.get('digits_as_text', False))))
     return specs
 
 
-def _python_value(spec, value):
+_PARAM_ARG = re.compile(r'^(?:(?P<node>[^:=]+):)?(?P<name>[^:=]+):=(?P<text>.*)$', re.DOTALL)
+
+
+def command_line_text(name, node_names, argv=None):
+    """
+    Find the text given to a parameter with ``-p``/``--param`` after ``--ros-args``.
+
+    :param name: parameter name
+    :param node_names: node names a ``node:name:=text`` form may use
+    :param argv: command line (default sys.argv)
+    :return: the text of the last such assignment, or None
+    """
+    argv = sys.argv if argv is None else argv
+    found, in_ros_args = None, False
+    for index, arg in enumerate(argv):
+        if arg == '--ros-args':
+            in_ros_args = True
+        elif arg == '--':
+            in_ros_args = False
+        elif in_ros_args and arg in ('-p', '--param') and index + 1 < len(argv):
+            match = _PARAM_ARG.match(argv[index + 1])
+            if match and match['name'] == name and match['node'] in (None, *node_names):
+                found = match['text']
+    return found
+
+
+def _python_value(spec, value, node=None):
     if isinstance(spec.default, tuple):
         return tuple(value)
     if isinstance(spec.default, list):
         return list(value)
+    if spec.digits_as_text and not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f'parameter {spec.name!r} takes a string (or digits), got '
+                             f'{type(value).__name__} {value!r}')
+        text = None if node is None else command_line_text(
+            spec.name, (node.get_name(), node.get_fully_qualified_name().lstrip('/')))
+        if text is not None and text.strip():
+            return text.strip()
+        return str(value) if isinstance(value, int) or not value.is_integer() \
+            else str(int(value))
     return value
 
 
@@ -158,7 +211,7 @@ def declare_parameters(node, specs):
     """
     declared = node.declare_parameters(
         '', [(spec.name, spec.default, spec.descriptor()) for spec in specs])
-    return {spec.name: _python_value(spec, parameter.value)
+    return {spec.name: _python_value(spec, parameter.value, node)
             for spec, parameter in zip(specs, declared)}
 
 
@@ -170,7 +223,7 @@ def read_parameters(node, specs):
     :param specs: sequence of :class:`ParameterSpec`
     :return: dict name -> value
     """
-    return {spec.name: _python_value(spec, node.get_parameter(spec.name).value)
+    return {spec.name: _python_value(spec, node.get_parameter(spec.name).value, node)
             for spec in specs}
 
 
@@ -193,10 +246,10 @@ def refuse_invalid_changes(node, specs, validate):
         proposed = {p.name: p for p in parameters if p.name in by_name}
         if not proposed:
             return SetParametersResult(successful=True)
-        candidate = read_parameters(node, specs)
-        for name, parameter in proposed.items():
-            candidate[name] = _python_value(by_name[name], parameter.value)
         try:
+            candidate = read_parameters(node, specs)
+            for name, parameter in proposed.items():
+                candidate[name] = _python_value(by_name[name], parameter.value)
             validate(candidate)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))

@@ -7,8 +7,10 @@ FakeCamera that the test unplugs and plugs back.
 
 from active_finetune.devices.camera import CameraIntrinsics, FakeCamera
 from active_finetune.nodes.camera_node import CameraNode
-from active_finetune.nodes.conversions import camera_info_from_intrinsics, header_stamp_s
-from active_finetune.nodes.conversions import image_to_rgb, joint_positions
+from active_finetune.nodes.conversions import camera_info_from_intrinsics, cdr_string_data
+from active_finetune.nodes.conversions import check_image_size, header_stamp_s
+from active_finetune.nodes.conversions import image_to_rgb, ImageTooLargeError, joint_positions
+from active_finetune.nodes.conversions import MalformedCdrError
 from active_finetune.nodes.conversions import linear_to_twist_stamped, MalformedImageError
 from active_finetune.nodes.conversions import MalformedJointStateError, pose_position
 from active_finetune.nodes.conversions import rgb_to_image, s_to_stamp, stamp_to_s
@@ -20,7 +22,9 @@ from geometry_msgs.msg import PoseStamped
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import String
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,6 +106,31 @@ def test_joint_state_pose_and_twist_conversions():
         linear_to_twist_stamped([0.1, 0.2], 0.0, 'base_link')
 
 
+def test_oversize_images_are_refused_by_header_and_data_length():
+    image = rgb_to_image(np.zeros((48, 64, 3), np.uint8), 1.0, 'camera')
+    check_image_size(image, 64 * 48)
+    with pytest.raises(ImageTooLargeError, match=r'64x48 \(3072 pixels\) exceeds '
+                                                 r'max_image_pixels 3071'):
+        check_image_size(image, 3071)
+    lying = Image(width=2, height=2, encoding='rgb8', step=6, data=bytes(10_000))
+    with pytest.raises(ImageTooLargeError, match='10000 bytes exceeds 16 bytes'):
+        check_image_size(lying, 4)
+
+
+def test_the_text_of_a_serialised_string_is_found_without_a_copy():
+    raw = serialize_message(String(data='{"version": 3, "note": "é"}'))
+    view = cdr_string_data(raw)
+    assert isinstance(view, memoryview) and view.obj is raw
+    assert bytes(view).decode() == '{"version": 3, "note": "é"}'
+    assert bytes(cdr_string_data(serialize_message(String(data='')))) == b''
+    with pytest.raises(MalformedCdrError, match='too short'):
+        cdr_string_data(b'\x00\x01')
+    with pytest.raises(MalformedCdrError, match='does not fit'):
+        cdr_string_data(raw[:-3])
+    with pytest.raises(MalformedCdrError, match='encapsulation 0003'):
+        cdr_string_data(b'\x00\x03' + raw[2:])
+
+
 # --- node ------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -166,6 +195,29 @@ def test_camera_node_parameters_have_descriptors_and_refuse_bad_values(ros, vide
     assert not read_only.successful and 'read-only' in read_only.reason
     accepted = node.set_parameters([Parameter('reconnect_period_s', value=0.5)])[0]
     assert accepted.successful and node.config.reconnect_period_s == 0.5
+
+
+def test_a_serial_number_given_as_digits_is_accepted(ros, monkeypatch):
+    configs = []
+
+    def factory(config):
+        configs.append(config)
+        return FakeCamera(fps=30.0)
+
+    # As `ros2 run ... --ros-args -p device:=123456789` gives it: rcl types it as an integer.
+    ros.add_node(CameraNode(device_factory=factory, context=ros.context,
+                            cli_args=['--ros-args', '-p', 'device:=123456789']))
+    assert configs[-1].device == '123456789'
+    # rcl reads 038322250285 as the float 38322250285.0: the node takes its command-line text.
+    argv = ['camera_node', '--ros-args', '-p', 'camera:device:=038322250285']
+    monkeypatch.setattr('sys.argv', argv)
+    node = ros.add_node(CameraNode(device_factory=factory, context=ros.context,
+                                   cli_args=argv[1:]))
+    assert configs[-1].device == '038322250285'
+    assert node.describe_parameter('device').dynamic_typing
+    with pytest.raises(ValueError, match="'device' takes a string.*bool True"):
+        CameraNode(device_factory=factory, context=ros.context,
+                   parameter_overrides=[Parameter('device', value=True)])
 
 
 def test_camera_node_refuses_an_invalid_configuration(ros):
