@@ -25,18 +25,23 @@ when recording starts (so a crashed, partial file still says what it was), and
 ``success`` ('true'/'false'), ``operator_notes``, ``max_linear_velocity_mps``,
 ``gripper_joint_name``, ``gripper_open_position``, ``request_id``, ``started_unix_s``,
 ``duration_s``, ``frames`` (camera frames), ``steps`` (rows :func:`load_episode` gives),
-``dropped``, ``recovered`` ('true'/'false'), ``topics`` (JSON
+``dropped``, ``recovered`` ('true'/'false'), ``image_format`` (the recorder's setting; each
+frame's CompressedImage.format says whether it is jpeg or png), ``max_command_hold_s`` (absent
+in older files: the default of :mod:`active_finetune.data.alignment` applies), ``topics`` (JSON
 role -> topic name).
 
 :func:`load_episode` turns a file into an :class:`~active_finetune.data.episode.Episode` with one
-row per camera frame (see its docstring for the alignment).
+row per camera frame that has a state and a command (the rule is in
+:mod:`active_finetune.data.alignment`).
 """
 
 import json
 import logging
 from pathlib import Path
 
-from active_finetune.data.episode import ACTION_DIM, Episode, EpisodeError, PROPRIO_DIM
+from active_finetune.data.alignment import align_rows, DEFAULT_MAX_COMMAND_HOLD_S, StreamTimes
+from active_finetune.data.episode import ACTION_DIM, Episode, EpisodeError
+from active_finetune.policy.inputs import proprio_from_robot
 import cv2
 from mcap.reader import make_reader
 from mcap.records import Channel, Message, Metadata, Schema
@@ -341,29 +346,49 @@ def _float_metadata(path, metadata, key):
     return value
 
 
-def _latest_index(sample_times_ns, query_times_ns):
-    """Index of the newest sample at or before each query time (-1 where there is none)."""
-    return np.searchsorted(sample_times_ns, query_times_ns, side='right') - 1
+def _hold_metadata(path, metadata):
+    if 'max_command_hold_s' not in metadata:
+        return DEFAULT_MAX_COMMAND_HOLD_S
+    try:
+        value = float(metadata['max_command_hold_s'])
+    except ValueError as exc:
+        raise EpisodeFileError(path, f'metadata max_command_hold_s is not a number: '
+                                     f"{metadata['max_command_hold_s']!r}") from exc
+    if not (np.isfinite(value) and value >= 0):
+        raise EpisodeFileError(path, f'metadata max_command_hold_s must be >= 0, got {value!r}')
+    return value
+
+
+def _stamp_ns(message):
+    stamp = message.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def load_episode(path, image_size=(96, 96)):
     """
-    Load an episode file as aligned arrays, one row per camera frame.
+    Load an episode file as aligned arrays, one row per camera frame with a state and a command.
 
-    Row t belongs to the t-th image (in log-time order).  Its proprioception is the end-effector
-    position of the newest ``ee_pose`` and the gripper opening (position of the metadata's
-    ``gripper_joint_name`` / ``gripper_open_position``, clipped to [0, 1]) of the newest
-    ``joint_states`` that arrived at or before the image; its action is the newest
-    ``teleop/twist`` linear velocity divided by ``max_linear_velocity_mps`` and the newest
-    ``teleop/gripper`` command, clipped to [-1, 1].  Joint states without the gripper joint are
-    ignored (drivers may publish arm and gripper separately).  Frames before the first message
-    of each of those four streams are left out.  Images are resized to ``image_size`` with area
-    interpolation (as the policy node does).
+    Rows follow :mod:`active_finetune.data.alignment` (the in-process rollout's convention): row t
+    holds frame t, the newest ``ee_pose`` and gripper-carrying ``joint_states`` at or before the
+    frame (by header stamp), and the operator's command *after* the frame: the first
+    ``teleop/twist`` issued after it and no later than the next frame (else the previous twist,
+    held when at most ``max_command_hold_s`` of the metadata old, default
+    :data:`~active_finetune.data.alignment.DEFAULT_MAX_COMMAND_HOLD_S`; else no row) and the
+    first ``teleop/gripper`` received after it (else the previous one).  The last frame, frames
+    before the first state and frames without a command have no row.  Proprioception is
+    :func:`~active_finetune.policy.inputs.proprio_from_robot` of the pose position and the
+    gripper joint (metadata ``gripper_joint_name`` / ``gripper_open_position``); the action is
+    the twist's linear velocity divided by ``max_linear_velocity_mps`` and the gripper command,
+    clipped to [-1, 1].  Joint states without the gripper joint are ignored (drivers may publish
+    arm and gripper separately).  Frames may be JPEG or PNG; they are resized to ``image_size``
+    with area interpolation (as the policy does).
 
     :param path: episode file (.mcap)
     :param image_size: (height, width) of the returned images
     :return: :class:`~active_finetune.data.episode.Episode` (metadata: the file's
-        ``active_finetune`` record plus 'path', 'frames_skipped' and 'frame_log_times_ns')
+        ``active_finetune`` record plus 'path', 'frames_skipped' (frames without a row),
+        'frames_dropped' (reason -> count), 'commands_held' (rows with a held twist),
+        'alignment_clocks' (role -> 'stamp' or 'log') and 'frame_log_times_ns' (of the rows))
     :raises EpisodeFileError: for a missing, torn or corrupt file, a missing topic or joint, or
         no usable frame
     """
@@ -404,6 +429,7 @@ def load_episode(path, image_size=(96, 96)):
 def _align(path, metadata, streams, image_size):
     max_speed_mps = _float_metadata(path, metadata, 'max_linear_velocity_mps')
     open_position = _float_metadata(path, metadata, 'gripper_open_position')
+    hold_s = _hold_metadata(path, metadata)
     gripper_joint = metadata.get('gripper_joint_name', '')
     task = metadata.get('task', '')
     if not task:
@@ -419,34 +445,30 @@ def _align(path, metadata, streams, image_size):
     for role, (times, _) in streams.items():
         if not times:
             raise EpisodeFileError(path, f'no {role} messages')
-    frame_times = np.asarray(streams['image'][0], dtype=np.int64)
-    rows = {}
-    for role in ('joint_states', 'ee_pose', 'twist', 'gripper'):
-        rows[role] = _latest_index(np.asarray(streams[role][0], dtype=np.int64), frame_times)
-    usable = np.all([rows[role] >= 0 for role in rows], axis=0)
-    if not usable.any():
-        raise EpisodeFileError(path, f'none of {len(frame_times)} frames has a joint state, pose '
-                                     'and teleop command at or before it')
-    first = int(np.argmax(usable))
-    frames = range(first, len(frame_times))
-    joint_openings = []
-    for joint_state in streams['joint_states'][1]:
-        names = list(joint_state.name)
-        joint_openings.append(joint_state.position[names.index(gripper_joint)] / open_position)
-    positions = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z]
-                          for p in streams['ee_pose'][1]], dtype=np.float64)
-    linear = np.array([[t.twist.linear.x, t.twist.linear.y, t.twist.linear.z]
-                       for t in streams['twist'][1]], dtype=np.float64)
-    gripper = np.array([g.data for g in streams['gripper'][1]], dtype=np.float64)
-    openings = np.clip(np.asarray(joint_openings, dtype=np.float64), 0.0, 1.0)
-    proprio = np.empty((len(frames), PROPRIO_DIM), dtype=np.float32)
-    actions = np.empty((len(frames), ACTION_DIM), dtype=np.float32)
-    images = np.empty((len(frames), image_size[0], image_size[1], 3), dtype=np.uint8)
-    for row, frame in enumerate(frames):
-        proprio[row, :3] = positions[rows['ee_pose'][frame]]
-        proprio[row, 3] = openings[rows['joint_states'][frame]]
-        actions[row, :3] = linear[rows['twist'][frame]] / max_speed_mps
-        actions[row, 3] = gripper[rows['gripper'][frame]]
+    times = {role: StreamTimes(None if role == 'gripper' else [_stamp_ns(m) for m in values],
+                               log_times)
+             for role, (log_times, values) in streams.items()}
+    rows = align_rows(times['image'], times['joint_states'], times['ee_pose'], times['twist'],
+                      times['gripper'], max_command_hold_ns=int(round(hold_s * 1e9)))
+    frame_count = len(times['image'])
+    if not len(rows):
+        raise EpisodeFileError(path, f'none of {frame_count} frames has a joint state and pose '
+                                     f'at or before it and a teleop command after it '
+                                     f'(frames without a row: {rows.dropped})')
+    gripper_positions = []
+    for index in rows.joint_states:
+        joint_state = streams['joint_states'][1][index]
+        gripper_positions.append(joint_state.position[list(joint_state.name).index(gripper_joint)])
+    poses = [streams['ee_pose'][1][index].pose.position for index in rows.ee_pose]
+    proprio = proprio_from_robot([[p.x, p.y, p.z] for p in poses], gripper_positions,
+                                 open_position)
+    twists = [streams['twist'][1][index].twist.linear for index in rows.twist]
+    actions = np.empty((len(rows), ACTION_DIM), dtype=np.float64)
+    actions[:, :3] = np.array([[v.x, v.y, v.z] for v in twists], dtype=np.float64) / max_speed_mps
+    actions[:, 3] = [streams['gripper'][1][index].data for index in rows.gripper]
+    np.clip(actions, -1.0, 1.0, out=actions)
+    images = np.empty((len(rows), image_size[0], image_size[1], 3), dtype=np.uint8)
+    for row, frame in enumerate(rows.frames):
         try:
             rgb = decode_image(streams['image'][1][frame].data)
         except ValueError as exc:
@@ -454,13 +476,14 @@ def _align(path, metadata, streams, image_size):
         if rgb.shape[:2] != image_size:
             rgb = cv2.resize(rgb, (image_size[1], image_size[0]), interpolation=cv2.INTER_AREA)
         images[row] = rgb
-    np.clip(actions, -1.0, 1.0, out=actions)
     info = dict(metadata)
-    info.update(path=str(path), frames_skipped=first,
-                frame_log_times_ns=frame_times[first:].tolist())
+    info.update(path=str(path), frames_skipped=frame_count - len(rows),
+                frames_dropped=dict(rows.dropped), commands_held=int(np.sum(rows.held)),
+                alignment_clocks=dict(rows.clocks),
+                frame_log_times_ns=times['image'].log_ns[rows.frames].tolist())
     try:
-        return Episode(task=task, proprio=proprio, actions=actions, images=images,
-                       success=metadata.get('success') == 'true', metadata=info)
+        return Episode(task=task, proprio=proprio, actions=actions.astype(np.float32),
+                       images=images, success=metadata.get('success') == 'true', metadata=info)
     except EpisodeError as exc:
         raise EpisodeFileError(path, str(exc)) from exc
 

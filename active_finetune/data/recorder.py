@@ -39,6 +39,7 @@ import threading
 import time
 
 from active_finetune.atomic_io import fsync_directory
+from active_finetune.data.alignment import align_rows, DEFAULT_MAX_COMMAND_HOLD_S, StreamTimes
 from active_finetune.data.episode_index import append_index_entry, next_episode_number, \
     RECOVERED_SUFFIX
 from active_finetune.data.mcap_episode import DEFAULT_TOPICS, encode_image, EpisodeFileError, \
@@ -110,6 +111,7 @@ class RecorderSettings:
     :param queue_size: samples buffered between the subscriptions and the writer thread
     :param image_format: 'auto' (PNG up to 256x256 pixels, JPEG above), 'png' or 'jpeg'
     :param jpeg_quality: 1..100
+    :param max_command_hold_s: longest a teleop twist is held over frames without a new one
     :param record_button: teleop/joy button whose press toggles start/stop (-1: none)
     :param success_on_stop: 'auto', 'sim' or 'operator' (see field descriptions)
     :param unmarked_success: success of an episode nobody marked (policies auto/operator)
@@ -145,6 +147,11 @@ class RecorderSettings:
                        "'jpeg'", 'read_only': True})
     jpeg_quality: int = field(default=95, metadata={
         'description': 'JPEG quality of stored frames (1-100)', 'range': (1, 100),
+        'read_only': True})
+    max_command_hold_s: float = field(default=DEFAULT_MAX_COMMAND_HOLD_S, metadata={
+        'description': 'a frame after which no teleop twist was issued before the next frame '
+                       'takes the previous twist if it is at most this old, else it has no row '
+                       "(set it to command_mux's command_timeout_s) (s)", 'range': (0.0, 10.0),
         'read_only': True})
     record_button: int = field(default=0, metadata={
         'description': 'teleop/joy button index whose press toggles start/stop (-1: none)',
@@ -191,6 +198,10 @@ class RecorderSettings:
         if self.image_format not in RECORDER_IMAGE_FORMATS:
             raise ValueError(f'image_format must be one of {RECORDER_IMAGE_FORMATS}, '
                              f'got {self.image_format!r}')
+        if not (isinstance(self.max_command_hold_s, (int, float))
+                and math.isfinite(self.max_command_hold_s) and self.max_command_hold_s >= 0):
+            raise ValueError(f'max_command_hold_s must be a finite number >= 0, '
+                             f'got {self.max_command_hold_s!r}')
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f'jpeg_quality must be in 1..100, got {self.jpeg_quality!r}')
         if self.success_on_stop not in SUCCESS_POLICIES:
@@ -362,7 +373,9 @@ class EpisodeSession:
         self.failed = None
         self.topics = dict(recorder.topics)
         self._first_log_ns = {}
-        self._frame_log_ns = []
+        # (header stamps, log times) of the streams the rows are built from, for the step count
+        self._times = {role: ([], []) for role in ('image', 'joint_states', 'ee_pose', 'twist',
+                                                   'gripper')}
         self.start_metadata = {
             'format_version': FORMAT_VERSION, 'task': task, 'operator_notes': notes,
             'max_linear_velocity_mps': repr(float(settings.max_linear_velocity_mps)),
@@ -370,6 +383,7 @@ class EpisodeSession:
             'gripper_open_position': repr(float(settings.gripper_open_position)),
             'request_id': '' if request_id is None else str(int(request_id)),
             'started_unix_s': f'{self.started_unix_s:.6f}', 'image_format': settings.image_format,
+            'max_command_hold_s': repr(float(settings.max_command_hold_s)),
             'topics': json.dumps(self.topics, sort_keys=True), 'recovered': 'false',
             'success': 'false'}
         self._file = open(self.partial_path, 'xb')
@@ -458,17 +472,23 @@ class EpisodeSession:
                 return
             payload = {'header': header(publish_ns, frame_id), 'format': image_format,
                        'data': data}
-            self._frame_log_ns.append(log_ns)
         self._writer.write(role, payload, log_ns, publish_ns)
         if role != 'joint_states' or self.settings.gripper_joint_name in payload['name']:
             self._first_log_ns.setdefault(role, log_ns)
+            if role in self._times:
+                stamps, log_times = self._times[role]
+                stamps.append(publish_ns)
+                log_times.append(log_ns)
 
     def _steps(self):
-        needed = ('joint_states', 'ee_pose', 'twist', 'gripper')
-        if any(role not in self._first_log_ns for role in needed) or not self._frame_log_ns:
+        """Count the rows :func:`load_episode` will give (same rule, same times)."""
+        if any(not log_times for _, log_times in self._times.values()):
             return 0
-        first_usable_ns = max(self._first_log_ns[role] for role in needed)
-        return sum(1 for t in self._frame_log_ns if t >= first_usable_ns)
+        times = {role: StreamTimes(None if role == 'gripper' else stamps, log_times)
+                 for role, (stamps, log_times) in self._times.items()}
+        return len(align_rows(times['image'], times['joint_states'], times['ee_pose'],
+                              times['twist'], times['gripper'],
+                              int(round(self.settings.max_command_hold_s * 1e9))))
 
     def _missing_streams(self):
         needed = ('image', 'joint_states', 'ee_pose', 'twist', 'gripper')

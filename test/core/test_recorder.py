@@ -40,22 +40,31 @@ def smooth_image(step, shape=(48, 64)):
 
 def record_steps(recorder, steps, t0_ns=1_700_000_000_000_000_000, period_ns=33_000_000,
                  image_shape=(48, 64)):
-    """Feed state, command and image per step with known log times; return expected arrays."""
+    """
+    Feed ``steps`` control steps with known times; return the expected rows.
+
+    Per step, as the simulation bridge publishes them: state and camera frame (one stamp; the
+    frame arrives first), then the operator's command issued after seeing it.  A final frame
+    (the observation after the last command) closes the episode.
+    """
     proprio, actions, images = [], [], []
-    for step in range(steps):
+    for step in range(steps + 1):
         t = t0_ns + step * period_ns
         opening = 0.02 + 0.001 * step
         position = (0.3 + 0.01 * step, -0.2, 0.15)
-        linear = (0.05 * np.sin(step), 0.1, -0.3)
-        gripper = 1.0 if step % 10 < 5 else -1.0
-        assert recorder.add_joint_state(['arm', GRIPPER], [0.5, opening], stamp_ns=t,
-                                        log_time_ns=t)
-        assert recorder.add_ee_pose(position, stamp_ns=t, log_time_ns=t)
-        assert recorder.add_twist(linear, stamp_ns=t, log_time_ns=t)
-        assert recorder.add_gripper(gripper, log_time_ns=t)
-        assert recorder.add_joy([0.0] * 6, [0, 0], stamp_ns=t, log_time_ns=t)
         image = smooth_image(step, image_shape)
         assert recorder.add_image(image, t, 'camera', log_time_ns=t + 1_000_000)
+        assert recorder.add_joint_state(['arm', GRIPPER], [0.5, opening], stamp_ns=t,
+                                        log_time_ns=t + 2_000_000)
+        assert recorder.add_ee_pose(position, stamp_ns=t, log_time_ns=t + 2_000_000)
+        if step == steps:
+            break
+        linear = (0.05 * np.sin(step), 0.1, -0.3)
+        gripper = 1.0 if step % 10 < 5 else -1.0
+        command_ns = t + 3_000_000
+        assert recorder.add_twist(linear, stamp_ns=command_ns, log_time_ns=command_ns)
+        assert recorder.add_gripper(gripper, log_time_ns=command_ns)
+        assert recorder.add_joy([0.0] * 6, [0, 0], stamp_ns=command_ns, log_time_ns=command_ns)
         proprio.append([*position, opening / 0.1])
         actions.append([*np.clip(np.asarray(linear) / 0.25, -1, 1), gripper])
         images.append(image)
@@ -82,6 +91,8 @@ def test_round_trip_gives_the_recorded_arrays(tmp_path):
     error = np.abs(episode.images.astype(int) - images.astype(int))
     assert error.mean() < 2.0 and error.max() <= 12
     assert episode.metadata['operator_notes'] == 'slow grasp'
+    assert episode.metadata['frames_dropped'] == {'no_state': 0, 'no_command': 0,
+                                                  'last_frame': 1}
     assert episode.metadata['request_id'] == '5'
     listed = list_saved_episodes(tmp_path / 'episodes')
     assert listed[0]['sha256'] == result['sha256'] and listed[0]['request_id'] == 5
@@ -183,6 +194,8 @@ def test_refusals_and_requests_out_of_order(tmp_path):
         settings(tmp_path, success_on_stop='maybe')
     with pytest.raises(ValueError, match='image_format'):
         settings(tmp_path, image_format='gif')
+    with pytest.raises(ValueError, match='max_command_hold_s.*-0.1'):
+        settings(tmp_path, max_command_hold_s=-0.1)
 
 
 def test_episode_without_state_is_quarantined_not_saved(tmp_path):
