@@ -16,7 +16,7 @@ _LOG = logging.getLogger('active_finetune.pretrain')
 
 
 def pretrain(mix, tasks, observation, image_size, train_config, seed, workers, noise_std=0.0,
-             log_dir=None, progress=True):
+             log_dir=None, progress=True, camera='corner3', max_steps=200):
     """
     Collect demos for ``mix`` and train a fresh policy on them.
 
@@ -30,11 +30,14 @@ def pretrain(mix, tasks, observation, image_size, train_config, seed, workers, n
     :param noise_std: scripted operator action noise
     :param log_dir: TensorBoard directory or None
     :param progress: show progress bars
+    :param camera: simulator camera (see :class:`SimConfig`)
+    :param max_steps: demo horizon (control steps)
     :return: (policy, metrics dict, provenance dict)
     """
     import torch
     torch.manual_seed(seed)
-    sim_config = SimConfig(image_size=image_size if observation == 'image' else 0)
+    sim_config = SimConfig(image_size=image_size if observation == 'image' else 0, camera=camera,
+                           max_steps=max_steps)
     t0 = time.perf_counter()
     episodes = collect_demos({t: n for t, n in mix.items() if n > 0}, sim_config, base_seed=seed,
                              noise_std=noise_std, workers=workers, progress=progress)
@@ -78,6 +81,8 @@ def main(argv=None):
                         help="tasks the policy knows: 'mt10' or a comma list")
     parser.add_argument('--observation', choices=('image', 'state'), default='image')
     parser.add_argument('--image-size', type=int, default=96)
+    parser.add_argument('--camera', default='corner3',
+                        help="simulator camera: 'workspace' or a Meta-World camera name")
     parser.add_argument('--steps', type=int, default=4000)
     parser.add_argument('--batch-size', type=int, default=128)
     parser.add_argument('--lr', type=float, default=3e-4)
@@ -98,7 +103,7 @@ def main(argv=None):
                                seed=args.seed, forgetting_control='none')
     policy, metrics, provenance = pretrain(mix, tasks, args.observation, args.image_size,
                                            train_config, args.seed, args.workers, args.noise_std,
-                                           args.log_dir)
+                                           args.log_dir, camera=args.camera)
     provenance['command'] = 'af-pretrain ' + ' '.join(
         argv if argv is not None else __import__('sys').argv[1:])
     digest = save_checkpoint(policy, args.out, provenance)

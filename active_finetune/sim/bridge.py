@@ -75,7 +75,8 @@ class SimBridgeConfig:
         'description': 'side of the square camera image (px)', 'range': (16, 1024),
         'read_only': True})
     camera: str = field(default='corner3', metadata={
-        'description': 'MuJoCo camera rendered to camera/image_raw', 'read_only': True})
+        'description': 'camera rendered to camera/image_raw: a Meta-World camera name or '
+                       '"workspace" (a free camera framing the table)', 'read_only': True})
     rate_hz: float = field(default=20.0, metadata={
         'description': 'simulation steps per second in real time (Hz); 0 = as fast as possible',
         'range': (0.0, 1000.0), 'read_only': True})
@@ -620,8 +621,7 @@ class SimBridge:
 
     def _camera_intrinsics(self):
         size = self.config.image_size
-        # MetaWorldEnv keeps the Meta-World env (and its MuJoCo model) private: read fovy there.
-        fovy_deg = float(self._env._env.model.cam(self.config.camera).fovy[0])
+        fovy_deg = self._env.camera_fovy_deg()
         focal_px = 0.5 * size / math.tan(math.radians(fovy_deg) / 2.0)
         return CameraIntrinsics(width=size, height=size, fx=focal_px, fy=focal_px,
                                 cx=(size - 1) / 2.0, cy=(size - 1) / 2.0)

@@ -17,6 +17,17 @@ MT10_TASKS = (
 STATE_DIM = 39
 """Meta-World's flat state: hand, gripper, objects, previous frame, goal."""
 
+FREE_CAMERAS = {
+    'workspace': {'lookat': (0.0, 0.72, 0.1), 'distance': 1.1, 'azimuth': 140.0,
+                  'elevation': -42.0},
+}
+"""
+Cameras placed by pose rather than named in the model: MuJoCo free cameras (look-at point in m,
+distance in m, azimuth and elevation in degrees).  'workspace' frames the table where the tasks
+happen, as a lab places its camera, so objects and goals are several pixels wide even at 96x96;
+Meta-World's 'corner3' shows the whole scene and leaves them 1-3 px wide.
+"""
+
 SAWYER_ARM_JOINTS = tuple(f'right_j{i}' for i in range(7))
 SAWYER_GRIPPER_JOINTS = ('r_close', 'l_close')
 
@@ -61,6 +72,7 @@ class SimConfig:
     image_size: int = 96
     """Square camera image side, pixels; 0 means state-only (no rendering)."""
     camera: str = 'corner3'
+    """A camera of the Meta-World model (e.g. 'corner3') or a key of :data:`FREE_CAMERAS`."""
     max_steps: int = 200
     """Episode horizon in control steps."""
 
@@ -195,9 +207,35 @@ class MetaWorldEnv:
         image = None
         if self.config.render:
             renderer = self._get_renderer(self.task)
-            renderer.update_scene(self._env.data, camera=self.config.camera)
+            renderer.update_scene(self._env.data, camera=self._camera())
             image = renderer.render()[::-1, ::-1].copy()
         return Observation(proprio=proprio, state=state, image=image)
+
+    def _camera(self):
+        pose = FREE_CAMERAS.get(self.config.camera)
+        if pose is None:
+            return self.config.camera
+        import mujoco
+        camera = mujoco.MjvCamera()
+        camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+        camera.lookat[:] = pose['lookat']
+        camera.distance = pose['distance']
+        camera.azimuth = pose['azimuth']
+        camera.elevation = pose['elevation']
+        return camera
+
+    def camera_fovy_deg(self):
+        """
+        Return the vertical field of view of the rendered camera.
+
+        :return: degrees
+        :raises RuntimeError: if called before :meth:`reset`
+        """
+        if self._env is None:
+            raise RuntimeError('camera_fovy_deg() called before reset()')
+        if self.config.camera in FREE_CAMERAS:
+            return float(self._env.model.vis.global_.fovy)
+        return float(self._env.model.cam(self.config.camera).fovy[0])
 
     def joint_positions(self):
         """

@@ -9,7 +9,7 @@ from active_finetune.amf.active_loop import LoopConfig, select_next_tasks
 from active_finetune.amf.baselines import make_strategy
 from active_finetune.amf.embeddings import embed, importance_weights, StateRows
 from active_finetune.amf.selector_session import SelectorSession, SelectorSettings
-from active_finetune.amf.targets import task_state_sets, TargetConfig, trajectory_log_ratio
+from active_finetune.amf.targets import TargetConfig, task_state_sets, trajectory_log_ratio
 from active_finetune.data.episode import Episode
 from active_finetune.policy.model import PolicyConfig, TaskPolicy, with_adaptive_prior
 from active_finetune.policy.runner import PolicyRunner

@@ -82,3 +82,15 @@ def test_every_scripted_operator_reaches_success(task):
             while not done:
                 obs, success, done = env.step(operator.act(obs.state))
             assert success, f'{task} expert failed from seed {seed}'
+
+
+def test_workspace_camera_frames_the_table_closer_than_corner3():
+    images, fovy = {}, {}
+    for camera in ('corner3', 'workspace'):
+        with MetaWorldEnv(SimConfig(image_size=48, camera=camera, max_steps=5)) as env:
+            images[camera] = env.reset('reach-v3', 3).image
+            fovy[camera] = env.camera_fovy_deg()
+    assert images['workspace'].shape == (48, 48, 3)
+    assert images['workspace'].std() > 10
+    assert np.abs(images['workspace'].astype(int) - images['corner3']).mean() > 10
+    assert 10 < fovy['workspace'] < 120 and 10 < fovy['corner3'] < 120
