@@ -5,10 +5,14 @@ Start a node graph from the same YAML as the launch files, where ``ros2 launch``
 process, in its own process group, with its parameters in a ROS 2 parameter file and its output
 in ``<log_dir>/<node>.log``.  :meth:`GraphRunner.check` raises :class:`NodeDiedError` when a
 node process has exited; :meth:`GraphRunner.stop` sends SIGINT to every process group, waits,
-then SIGTERM, then SIGKILL, so no node (nor a worker it spawned) is left behind.
+then SIGTERM, then SIGKILL, so no node (nor a worker it spawned) is left behind.  Every node is
+started through :mod:`active_finetune.child_launcher`, so it gets SIGTERM (and stops as on
+Ctrl-C, publishing its final zero) when the runner dies without stopping it (SIGKILL, a crash).
 
 ``af-runner sim|robot|gazebo [--set node.param=value] [--arg name=value] [--log-dir DIR]`` is the
-command-line form: Ctrl-C or SIGTERM stops the graph cleanly; it exits non-zero when a node dies.
+command-line form: Ctrl-C, SIGTERM or SIGHUP (terminal closed, SSH dropped) stops the graph
+cleanly, also when it was started with SIGINT ignored (in the background of a script); it exits
+non-zero when a node dies.
 """
 
 import argparse
@@ -21,11 +25,14 @@ import subprocess
 import sys
 import time
 
+from active_finetune.child_launcher import launch_command
 from active_finetune.graph import GraphConfigError, load_graph, parse_assignment
 
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 30
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that make ``af-runner`` stop the graph cleanly."""
 
 
 class NodeDiedError(RuntimeError):
@@ -114,16 +121,20 @@ class GraphRunner:
     :param fastdds_profile: give every node the large shared-memory Fast DDS profile of
         :mod:`active_finetune.nodes.qos` (unless FASTRTPS_DEFAULT_PROFILES_FILE is already set)
     :param stop_timeout_s: how long :meth:`stop` waits after SIGINT, and again after SIGTERM
+    :param die_with_runner: start each node through :mod:`active_finetune.child_launcher`, so
+        it gets SIGTERM when the thread that started it exits (call :meth:`start` and
+        :meth:`restart` from a thread that lives as long as the graph, e.g. the main thread)
     """
 
     def __init__(self, graph_name, overrides=None, log_dir=None, arguments=None, config_dir=None,
-                 env=None, fastdds_profile=True, stop_timeout_s=15.0):
+                 env=None, fastdds_profile=True, stop_timeout_s=15.0, die_with_runner=True):
         self.graph = load_graph(graph_name, overrides=overrides, arguments=arguments,
                                 config_dir=config_dir)
         self.log_dir = Path(log_dir) if log_dir else default_log_dir(graph_name)
         self.extra_env = dict(env or {})
         self.fastdds_profile = fastdds_profile
         self.stop_timeout_s = stop_timeout_s
+        self.die_with_runner = die_with_runner
         self.processes = {}
         self._log_files = {}
         self._env = None
@@ -185,6 +196,8 @@ class GraphRunner:
         command = node.command(params_file)
         log.write(f'# {" ".join(command)}\n'.encode())
         log.flush()
+        if self.die_with_runner:
+            command = launch_command(os.getpid(), command)
         self.processes[node.name] = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=self._env, start_new_session=True)
@@ -301,7 +314,8 @@ def main(argv=None):
     Command-line entry point ``af-runner``.
 
     :param argv: arguments (default: sys.argv)
-    :return: exit status: 0 after a clean Ctrl-C/SIGTERM stop, 1 when a node died, 2 for bad input
+    :return: exit status: 0 after a clean Ctrl-C/SIGTERM/SIGHUP stop, 1 when a node died, 2 for
+        bad input
     """
     parser = argparse.ArgumentParser(
         prog='af-runner', description='Run a node graph of active_finetune, each node in its own '
@@ -337,7 +351,9 @@ def main(argv=None):
     except GraphConfigError as error:
         print(f'af-runner: {error}', file=sys.stderr)
         return 2
-    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Installed explicitly: a process started in the background by a non-interactive shell
+    # inherits SIGINT ignored, and Python then leaves it ignored.
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
     status = 0
     try:
         runner.start()
@@ -352,14 +368,14 @@ def main(argv=None):
         print(f'af-runner: {error}', file=sys.stderr)
         status = 1
     finally:
-        # A second Ctrl-C must not interrupt the shutdown and orphan nodes.
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # A second Ctrl-C (or SIGTERM, SIGHUP) must not interrupt the shutdown and orphan nodes.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         try:
             statuses = runner.stop()
         finally:
-            signal.signal(signal.SIGINT, previous_int)
-            signal.signal(signal.SIGTERM, previous_term)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     unclean = {name: code for name, code in statuses.items() if code not in (0, None)}
     if unclean:
         print(f'af-runner: nodes exited with non-zero status on shutdown: {unclean}',

@@ -7,11 +7,13 @@ random ROS domain: a small graph of two command mux nodes (fast), and the whole 
 """
 
 import ast
+import os
 from pathlib import Path
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from active_finetune.graph import coerce_value, default_config_dir, GraphConfigError, \
@@ -274,6 +276,43 @@ def processes_mentioning(text):
     return pids
 
 
+def kill_everything(process, log_dir):
+    """
+    Kill a runner's process group and every process its log directory names (test clean-up).
+
+    :param process: the Popen of the runner (started with start_new_session=True)
+    :param log_dir: the runner's --log-dir: every node's command line names its params file there
+    """
+    for pid in [process.pid] + processes_mentioning(str(log_dir)):
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    if process.poll() is None:
+        process.wait()
+
+
+def wait_until_gone(text, deadline_s=DEADLINE_S * 2):
+    """Wait until no live process names ``text`` on its command line; return the leftovers."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        left = [pid for pid in processes_mentioning(text) if process_alive(pid)]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return left
+
+
+def process_alive(pid):
+    """Tell a live process from a gone or zombie one (Linux /proc)."""
+    try:
+        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != 'Z'
+
+
 def test_runner_starts_nodes_with_params_detects_a_death_and_leaves_nothing(
         tmp_path, domain_id, ros_probe):
     config = write_mini_config(tmp_path)
@@ -305,35 +344,176 @@ def test_runner_starts_nodes_with_params_detects_a_death_and_leaves_nothing(
         'ros__parameters']['max_linear_velocity_mps'] == 1.0
 
 
-@pytest.mark.parametrize('stop_signal, expected_status', [(signal.SIGINT, 0), (signal.SIGTERM, 0),
-                                                          (None, 1)])
+# Started with SIGINT ignored, as a process started in the background by a script is.
+IGNORE_SIGINT_THEN_EXEC = ('import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); '
+                           'os.execv(sys.executable, [sys.executable] + sys.argv[1:])')
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize('stop_signal, expected_status, sigint_ignored', [
+    (signal.SIGINT, 0, False), (signal.SIGTERM, 0, False), (signal.SIGHUP, 0, False),
+    (signal.SIGINT, 0, True), (None, 1, False)])
 def test_af_runner_command_stops_cleanly_and_fails_when_a_node_dies(
-        tmp_path, domain_id, ros_probe, stop_signal, expected_status):
+        tmp_path, domain_id, ros_probe, stop_signal, expected_status, sigint_ignored):
     config = write_mini_config(tmp_path)
     log_dir = tmp_path / 'logs'
-    env = dict(__import__('os').environ, ROS_DOMAIN_ID=str(domain_id))
-    runner = subprocess.Popen(
-        [sys.executable, '-m', 'active_finetune.runner', 'mini', '--config-dir', str(config),
-         '--log-dir', str(log_dir), '--set', 'mux_a.teleop_hold_s=2'],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
+    command = [sys.executable, '-m', 'active_finetune.runner', 'mini', '--config-dir',
+               str(config), '--log-dir', str(log_dir), '--set', 'mux_a.teleop_hold_s=2']
+    if sigint_ignored:
+        command = [sys.executable, '-c', IGNORE_SIGINT_THEN_EXEC] + command[1:]
+    runner = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     try:
-        wait_for_nodes(ros_probe, ['mux_a', 'mux_b'])
+        wait_for_nodes(ros_probe, ['mux_a', 'mux_b'], deadline_s=120.0)
         assert get_parameters(ros_probe, 'mux_a', ['teleop_hold_s']) == {'teleop_hold_s': 2.0}
         if stop_signal is None:
             params_file = str(log_dir / 'params' / 'mux_a.yaml')
             (victim,) = [pid for pid in processes_mentioning(params_file) if pid != runner.pid]
-            __import__('os').kill(victim, signal.SIGKILL)
+            os.kill(victim, signal.SIGKILL)
         else:
             runner.send_signal(stop_signal)
-        output, _ = runner.communicate(timeout=40.0)
+        output, _ = runner.communicate(timeout=90.0)
     finally:
         if runner.poll() is None:
-            runner.kill()
-            runner.wait()
+            kill_everything(runner, log_dir)
     assert runner.returncode == expected_status, output.decode()
     if stop_signal is None:
         assert b"node 'mux_a' exited" in output
-    assert not processes_mentioning(str(log_dir)), 'a node process outlived af-runner'
+    assert not wait_until_gone(str(log_dir)), 'a node process outlived af-runner'
+
+
+def write_drive_config(tmp_path):
+    """Write a config dir with graph 'drive': the command mux, the policy on a tiny checkpoint."""
+    import torch
+    from active_finetune.policy.checkpoint import save_checkpoint
+    from active_finetune.policy.model import PolicyConfig, TaskPolicy
+    policy = TaskPolicy(PolicyConfig(tasks=('reach-v3',), image_size=16, conv_channels=(4,),
+                                     hidden_dim=8, feature_dim=4, task_embedding_dim=2))
+    with torch.no_grad():  # constant action (0.5, 0.5, 0.5, 0.5): the robot moves
+        for param in policy.parameters():
+            param.zero_()
+        policy.net.head.linear.bias[:4] = torch.atanh(torch.tensor([0.5] * 4))
+    save_checkpoint(policy, tmp_path / 'ckpt')
+    config = tmp_path / 'config'
+    config.mkdir()
+    real = yaml.safe_load((CONFIG_DIR / 'graphs.yaml').read_text())
+    described = {'executables': real['executables'], 'graphs': {'drive': {
+        'description': 'the policy driving through the mux', 'parameters': 'drive.yaml',
+        'nodes': [{'name': 'command_mux', 'executable': 'command_mux_node'},
+                  {'name': 'policy', 'executable': 'policy_node'}]}}}
+    (config / 'graphs.yaml').write_text(yaml.safe_dump(described))
+    (config / 'drive.yaml').write_text(yaml.safe_dump({
+        'command_mux': {'ros__parameters': {'command_timeout_s': 0.5}},
+        'policy': {'ros__parameters': {
+            'checkpoint_path': str(tmp_path / 'ckpt'), 'device': 'cpu', 'task': 'reach-v3',
+            'max_input_age_s': 1.0, 'control_rate_hz': 20.0}}}))
+    return config
+
+
+class RobotStandIn:
+    """
+    Publish camera, joint state and pose at 20 Hz from the probe node and log cmd/twist.
+
+    :param probe: rclpy node (its own context)
+    """
+
+    def __init__(self, probe):
+        import rclpy
+        from active_finetune.nodes.conversions import rgb_to_image, s_to_stamp
+        from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, SENSOR_QOS
+        from geometry_msgs.msg import PoseStamped, TwistStamped
+        from sensor_msgs.msg import Image, JointState
+        self._probe = probe
+        self._rgb_to_image, self._s_to_stamp = rgb_to_image, s_to_stamp
+        self._pose_type, self._joint_type = PoseStamped, JointState
+        self._image_pub = probe.create_publisher(Image, 'camera/image_raw', IMAGE_QOS)
+        self._joint_pub = probe.create_publisher(JointState, 'joint_states', SENSOR_QOS)
+        self._pose_pub = probe.create_publisher(PoseStamped, 'ee_pose', SENSOR_QOS)
+        self._lock = threading.Lock()
+        self._twists = []
+        probe.create_subscription(TwistStamped, 'cmd/twist', self._on_twist, COMMAND_QOS)
+        probe.create_timer(0.05, self._publish)
+        self._executor = rclpy.executors.SingleThreadedExecutor(context=probe.context)
+        self._executor.add_node(probe)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while not self._stop.is_set():
+            self._executor.spin_once(timeout_sec=0.1)
+
+    def _on_twist(self, msg):
+        with self._lock:
+            self._twists.append((msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z))
+
+    def _publish(self):
+        now_s = self._probe.get_clock().now().nanoseconds * 1e-9
+        self._image_pub.publish(self._rgb_to_image(
+            __import__('numpy').zeros((16, 16, 3), 'uint8'), now_s, 'camera'))
+        joints = self._joint_type(name=['gripper_finger_distance'], position=[0.05])
+        joints.header.stamp = self._s_to_stamp(now_s)
+        self._joint_pub.publish(joints)
+        pose = self._pose_type()
+        pose.header.stamp = self._s_to_stamp(now_s)
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.0, 0.6, 0.2
+        self._pose_pub.publish(pose)
+
+    @property
+    def twists(self):
+        """:return: the cmd/twist linear velocities received so far."""
+        with self._lock:
+            return list(self._twists)
+
+    def close(self):
+        """Stop spinning and release the executor."""
+        self._stop.set()
+        self._thread.join(10.0)
+        self._executor.remove_node(self._probe)
+        self._executor.shutdown()
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize('stop_signal', [signal.SIGHUP, signal.SIGKILL])
+def test_stopping_or_killing_af_runner_while_the_policy_drives_leaves_zero_and_no_process(
+        tmp_path, domain_id, ros_probe, stop_signal):
+    """SIGHUP: a closed terminal; SIGKILL: a test timeout. Either way the robot stops."""
+    config = write_drive_config(tmp_path)
+    log_dir = tmp_path / 'logs'
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
+    runner = subprocess.Popen(
+        [sys.executable, '-m', 'active_finetune.runner', 'drive', '--config-dir', str(config),
+         '--log-dir', str(log_dir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    robot = RobotStandIn(ros_probe)
+    try:
+        wait_for_nodes(ros_probe, ['command_mux', 'policy'], deadline_s=180.0)
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline and not any(any(v) for v in robot.twists[-5:]):
+            assert runner.poll() is None, runner.stdout.read().decode()
+            time.sleep(0.1)
+        assert any(any(v) for v in robot.twists[-5:]), 'the policy drives the robot'
+        node_pids = [pid for pid in processes_mentioning(str(log_dir)) if pid != runner.pid]
+        assert len(node_pids) == 2, node_pids
+        runner.send_signal(stop_signal)
+        runner.wait(timeout=120.0)
+        assert not wait_until_gone(str(log_dir)), 'a node outlived af-runner'
+        assert not any(process_alive(pid) for pid in node_pids)
+        time.sleep(0.5)  # the last messages in flight
+        twists = robot.twists
+        assert twists[-1] == (0.0, 0.0, 0.0), f'last cmd/twist {twists[-1]} is not zero'
+    finally:
+        robot.close()
+        if runner.poll() is None or processes_mentioning(str(log_dir)):
+            kill_everything(runner, log_dir)
+        runner.stdout.close()
+    expected = 0 if stop_signal == signal.SIGHUP else -signal.SIGKILL
+    assert runner.returncode == expected
+    if stop_signal == signal.SIGKILL:
+        for node in ('command_mux', 'policy'):
+            log = (log_dir / f'{node}.log').read_text()
+            assert 'Traceback' not in log, log
 
 
 @pytest.mark.slow

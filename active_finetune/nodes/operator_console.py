@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import os
 import select
-import signal
 import sys
 import termios
 import threading
@@ -32,6 +31,7 @@ import tty
 from active_finetune.console_view import ConsoleState, OperatorConsoleConfig, render_console
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
+from active_finetune.nodes.spin import ignore_stop_signals, install_stop_handlers
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -306,7 +306,7 @@ def main(args=None):
                         help='print one snapshot after the once_wait_s parameter and exit')
     options = parser.parse_args(remove_ros_args(args)[1:])
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    install_stop_handlers()
     node = None
     try:
         overrides = [Parameter('once', value=True)] if options.once else []
@@ -315,6 +315,7 @@ def main(args=None):
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_stop_signals()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -1,4 +1,9 @@
-"""The shared ``main`` body of every node: init, build, spin, clean shutdown on SIGINT/SIGTERM."""
+"""
+The shared ``main`` body of every node: init, build, spin, clean shutdown on SIGINT/SIGTERM/SIGHUP.
+
+:func:`install_stop_handlers` is also used by the mains that do not spin through
+:func:`run_node` (the operator console).
+"""
 
 import signal
 
@@ -6,20 +11,49 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop a node cleanly (its destroy_node runs: final zero, flushed files)."""
+
+
+def install_stop_handlers():
+    """
+    Make SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread.
+
+    Installed explicitly for SIGINT too: a process started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then leaves it ignored, so Ctrl-C
+    (or a supervisor's SIGINT) would never reach the node.  SIGHUP (terminal closed, SSH
+    dropped) would otherwise kill the process without its final zero.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.default_int_handler)
+
+
+def ignore_stop_signals():
+    """
+    Ignore further stop signals while the node shuts down, so its final zero goes out.
+
+    A node started by ``af-runner`` gets SIGTERM when the runner dies, once for each runner
+    thread that exits (the kernel re-sends the parent-death signal at every reparenting); a
+    second KeyboardInterrupt must not cut ``destroy_node`` short.  SIGKILL still ends it.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
 
 def run_node(node_factory, args=None, threads=1):
     """
-    Build a node and spin it until Ctrl-C or SIGTERM, then destroy it (nodes flush and zero there).
+    Build a node, spin it until Ctrl-C, SIGTERM or SIGHUP, destroy it (it flushes and zeroes).
 
     rclpy's own signal handlers would shut the context down before the node can publish a final
-    zero or flush a file, so SIGINT and SIGTERM raise KeyboardInterrupt instead.
+    zero or flush a file, so the stop signals raise KeyboardInterrupt instead
+    (:func:`install_stop_handlers`).
 
     :param node_factory: callable() -> Node
     :param args: ROS command-line arguments
     :param threads: executor threads (1: single-threaded spin)
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    install_stop_handlers()
     node = None
     try:
         node = node_factory()
@@ -32,6 +66,7 @@ def run_node(node_factory, args=None, threads=1):
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_stop_signals()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -194,19 +194,47 @@ def test_parameters_through_the_parameter_service(ros, wait_for):
     assert node.config.max_linear_velocity_mps == 0.25
 
 
-@pytest.mark.parametrize('signal_number', [signal.SIGINT, signal.SIGTERM])
-def test_main_publishes_zero_when_signalled(ros, wait_for, graph, signal_number):
+def test_zero_and_no_forwarding_when_every_command_source_vanishes(ros, wait_for, graph):
+    node = start_mux(ros)
+    graph.policy_twist.stream(twist(0.1))
+    assert wait_for(lambda: len(graph.cmd_twist) > 0 and linear(graph.cmd_twist.last)[0] == 0.1,
+                    5.0)
+    # The policy process dies: its publisher is gone (no teleop publisher either).
+    graph.policy_twist.stream(None)
+    for streamer in (graph.policy_twist, graph.teleop_twist):
+        ros.node.destroy_publisher(streamer.publisher)
+    assert wait_for(lambda: node.count_publishers('policy/twist') == 0
+                    and node.count_publishers('teleop/twist') == 0, 10.0)
+    assert wait_for(lambda: np.all(linear(graph.cmd_twist.last) == 0.0), 5.0)
+    assert wait_for(lambda: statuses(graph.status)[-1]['code'] == 'no_source', 5.0)
+    graph.cmd_twist.clear()
+    assert wait_for(lambda: len(graph.cmd_twist) > 5, 5.0), 'zero keeps coming at rate_hz'
+    assert all(np.all(linear(m) == 0.0) for m in graph.cmd_twist.messages)
+
+
+# Started with SIGINT ignored, as a process started in the background by a script is.
+IGNORE_SIGINT_THEN_EXEC = ('import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); '
+                           'os.execv(sys.executable, [sys.executable] + sys.argv[1:])')
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize('signal_number, sigint_ignored', [
+    (signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGHUP, False),
+    (signal.SIGINT, True)])
+def test_main_publishes_zero_when_signalled(ros, wait_for, graph, signal_number, sigint_ignored):
+    command = [sys.executable, '-m', 'active_finetune.nodes.command_mux_node',
+               '--ros-args', '-p', 'command_timeout_s:=1.0']
+    if sigint_ignored:
+        command = [sys.executable, '-c', IGNORE_SIGINT_THEN_EXEC] + command[1:]
     process = subprocess.Popen(
-        [sys.executable, '-m', 'active_finetune.nodes.command_mux_node',
-         '--ros-args', '-p', 'command_timeout_s:=1.0'],
-        cwd=REPOSITORY_ROOT, start_new_session=True, stdout=subprocess.PIPE,
+        command, cwd=REPOSITORY_ROOT, start_new_session=True, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     try:
         graph.policy_twist.stream(twist(0.1))
         assert wait_for(lambda: len(graph.cmd_twist) > 0
-                        and linear(graph.cmd_twist.last)[0] == 0.1, 20.0)
+                        and linear(graph.cmd_twist.last)[0] == 0.1, 60.0)
         os.killpg(process.pid, signal_number)
-        output, _ = process.communicate(timeout=10.0)
+        output, _ = process.communicate(timeout=30.0)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
