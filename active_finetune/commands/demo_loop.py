@@ -39,6 +39,8 @@ class LoopMonitor:
         self.done = False
         self.errors = []
         self._printed_rounds = set()
+        self._episodes = set()
+        self._trainer_marks = set()
         self.lock = threading.Lock()
 
     def on_next_task(self, payload):
@@ -67,11 +69,38 @@ class LoopMonitor:
                       if s.get('policy_version') == version - 1]
             tasks = ', '.join(f'{s["task"]} ({s["scores"].get(s["task"], 0.0):.3f})'
                               for s in chosen)
-            per_task = ' '.join(f'{t.split("-v3")[0]}={v:.2f}'
-                                for t, v in payload['success'].items())
+            reused = set(payload.get('reused_from_pretrained', []))
+            per_task = ' '.join(f'{t.split("-v3")[0]}={v:.2f}' for t, v in
+                                payload['success'].items() if t not in reused)
+            if reused:
+                per_task += f' (other {len(reused)} tasks: pretrained weights, unchanged)'
             self.console.print(
                 f'[bold]round {version}[/]: demos {tasks or "?"} | demos used {used} | '
                 f'checkpoint v{version} | mean success {payload["mean"]:.2f} | {per_task}')
+
+    def on_episode(self, payload):
+        """Print a line for every demo the recorder saved."""
+        with self.lock:
+            key = payload.get('path') or payload.get('sha256')
+            if key in self._episodes:
+                return
+            self._episodes.add(key)
+            outcome = 'success' if payload.get('success') else 'failed'
+            self.console.print(f'  demo {len(self._episodes)}: {payload.get("task", "?")} '
+                               f'recorded ({outcome}, {payload.get("steps", "?")} frames)')
+
+    def on_trainer_status(self, payload):
+        """Print the trainer's progress within a round: start, halfway, evaluation."""
+        with self.lock:
+            state = payload.get('state', '')
+            progress = float(payload.get('progress', 0.0) or 0.0)
+            mark = (state, payload.get('round'),
+                    0.5 if state == 'training' and progress >= 0.5 else 0.0)
+            if state not in ('training', 'evaluating') or mark in self._trainer_marks:
+                return
+            self._trainer_marks.add(mark)
+            self.console.print(f'  trainer round {payload.get("round")}: {state} '
+                               f'({payload.get("message", "")})')
 
     def on_policy_status(self, payload):
         """Track the policy node's active checkpoint version."""
@@ -83,17 +112,20 @@ class LoopMonitor:
 def _make_monitor_node(monitor):
     from rclpy.node import Node
     from std_msgs.msg import String
-    from active_finetune.nodes.qos import LATCHED_QOS
+    from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 
     class MonitorNode(Node):
         def __init__(self):
             super().__init__('demo_loop_monitor')
-            for topic, handler in (('operator/next_task', monitor.on_next_task),
-                                   ('trainer/checkpoint', monitor.on_checkpoint),
-                                   ('trainer/evaluation', monitor.on_evaluation),
-                                   ('policy/status', monitor.on_policy_status)):
+            for topic, handler, qos in (
+                    ('operator/next_task', monitor.on_next_task, LATCHED_QOS),
+                    ('trainer/checkpoint', monitor.on_checkpoint, LATCHED_QOS),
+                    ('trainer/evaluation', monitor.on_evaluation, LATCHED_QOS),
+                    ('trainer/status', monitor.on_trainer_status, COMMAND_QOS),
+                    ('recorder/episode', monitor.on_episode, latched_qos(10)),
+                    ('policy/status', monitor.on_policy_status, LATCHED_QOS)):
                 self.create_subscription(String, topic, lambda m, h=handler: self._safe(h, m),
-                                         LATCHED_QOS)
+                                         qos)
 
         def _safe(self, handler, msg):
             try:
@@ -144,7 +176,9 @@ def main(argv=None):
     parser.add_argument('--budget', type=int, default=8)
     parser.add_argument('--demos-per-round', type=int, default=2)
     parser.add_argument('--finetune-steps', type=int, default=300)
-    parser.add_argument('--eval-episodes', type=int, default=2, help='per task, after every round')
+    parser.add_argument('--eval-episodes', type=int, default=5,
+                        help='per task, before fine-tuning and after every round (tasks still '
+                             'served by the pretrained weights reuse the first evaluation)')
     parser.add_argument('--eval-max-steps', type=int, default=150)
     parser.add_argument('--out', default=None, help='run directory (default runs/demo_<time>)')
     parser.add_argument('--timeout-s', type=float, default=3600.0)
@@ -175,12 +209,19 @@ def main(argv=None):
     from active_finetune.policy.checkpoint import load_checkpoint
     from active_finetune.sim.metaworld_env import SimConfig
     from active_finetune.sim.rollouts import evaluate_policy
-    policy, _ = load_checkpoint(args.checkpoint)
+    from active_finetune.training.round_job import EVALUATION_SEED
+    policy, checkpoint_config = load_checkpoint(args.checkpoint)
     t0 = time.perf_counter()
     before = evaluate_policy(policy, policy.config.tasks, args.eval_episodes,
                              SimConfig(image_size=policy.config.image_size,
                                        max_steps=args.eval_max_steps),
-                             base_seed=10_000, workers=1, progress=True)
+                             base_seed=EVALUATION_SEED, workers=2, progress=True)
+    baseline_path = out / 'pretrained_evaluation.json'
+    atomic_write_bytes(baseline_path, json.dumps({
+        'checkpoint_sha256': checkpoint_config['weights_sha256'],
+        'episodes': args.eval_episodes, 'max_steps': args.eval_max_steps,
+        'base_seed': EVALUATION_SEED, 'success': before}, indent=1).encode())
+    overrides['trainer.baseline_evaluation_path'] = str(baseline_path)
     console.print(f'round 0: pretrained policy, mean success '
                   f'{sum(before.values()) / len(before):.2f} '
                   f'({time.perf_counter() - t0:.0f} s)')

@@ -161,7 +161,8 @@ class TrainerNode(Node):
             threads=self.settings.threads, demos_used=demos_used,
             max_proprio_std=self.settings.max_proprio_std,
             workspace_min_m=self.settings.workspace_min_m,
-            workspace_max_m=self.settings.workspace_max_m)
+            workspace_max_m=self.settings.workspace_max_m,
+            baseline_evaluation=self._baseline_evaluation())
         self._queue = self._ctx.Queue()
         self._process = self._ctx.Process(target=run_round, args=(job, self._queue), daemon=True,
                                           name=f'trainer-round-{self.round}')
@@ -169,6 +170,20 @@ class TrainerNode(Node):
         self.get_logger().info(f'round {self.round}: fine-tuning version {self.version} on '
                                f'{len(paths)} of {demos_used} demos -> version {version}')
         self._status('training', f'round {self.round} started on {len(paths)} demos')
+
+    def _baseline_evaluation(self):
+        path = self.settings.baseline_evaluation_path
+        if not path or self.settings.evaluate_episodes == 0:
+            return {}
+        try:
+            baseline = json.loads(Path(path).read_text())
+            if not isinstance(baseline, dict) or not isinstance(baseline.get('success'), dict):
+                raise ValueError('no success dict')
+            return baseline
+        except (OSError, ValueError) as exc:
+            self.get_logger().warning(f'baseline evaluation {path} unusable ({exc}); '
+                                      'evaluating every task')
+            return {}
 
     def _drain_queue(self):
         while True:
@@ -233,7 +248,8 @@ class TrainerNode(Node):
             self._evaluation_pub.publish(String(data=json.dumps({
                 'version': self.version, 'success': success,
                 'mean': sum(success.values()) / len(success),
-                'episodes': self.settings.evaluate_episodes})))
+                'episodes': self.settings.evaluate_episodes,
+                'reused_from_pretrained': result.get('evaluation_reused', [])})))
         self._status('waiting', f'version {self.version} ready (train {result["train_s"]} s)', 1.0)
 
     def destroy_node(self):

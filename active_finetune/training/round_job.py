@@ -46,6 +46,12 @@ class RoundJob:
     """Demos recorded so far, failed ones included (budget accounting); -1 = len(episode_paths).
     The episodes of ``episode_paths`` skipped this round are subtracted in the result."""
     anchor_checkpoint: str = ''
+    baseline_evaluation: dict = field(default_factory=dict)
+    """
+    Evaluation of the pretrained checkpoint with these evaluation settings (see
+    :func:`baseline_matches`); tasks the adaptive prior serves with the pretrained weights
+    (alpha = 0) take its numbers instead of being rolled out again.
+    """
     """The pretrained checkpoint pi_0 that ``l2_init`` pulls towards ('' = base_checkpoint)."""
     max_proprio_std: float = DEFAULT_MAX_PROPRIO_STD
     """Skip an episode with an end-effector coordinate further than this from the base
@@ -190,8 +196,62 @@ def _run_round(job, queue):
         from active_finetune.sim.metaworld_env import SimConfig
         from active_finetune.sim.rollouts import evaluate_policy
         tasks = job.evaluate_tasks or policy.config.tasks
-        result['evaluation'] = evaluate_policy(
-            policy, tasks, job.evaluate_episodes,
+        reused = unchanged_tasks(policy, tasks, job) if job.baseline_evaluation else []
+        evaluated = [t for t in tasks if t not in reused]
+        success = evaluate_policy(
+            policy, evaluated, job.evaluate_episodes,
             SimConfig(image_size=image_size if policy.config.observation == 'image' else 0,
-                      max_steps=job.evaluate_max_steps), base_seed=10_000, progress=False)
+                      max_steps=job.evaluate_max_steps),
+            base_seed=EVALUATION_SEED, progress=False) if evaluated else {}
+        success.update({t: job.baseline_evaluation['success'][t] for t in reused})
+        result['evaluation'] = {t: success[t] for t in tasks}
+        result['evaluation_reused'] = reused
     return result
+
+
+EVALUATION_SEED = 10_000
+"""Base seed of the evaluation scenes of every checkpoint (the same scenes for every version)."""
+
+
+def baseline_matches(baseline, job):
+    """
+    Check that a pretrained-checkpoint evaluation was made the way this job evaluates.
+
+    :param baseline: dict with 'checkpoint_sha256', 'episodes', 'max_steps', 'base_seed',
+        'success'
+    :param job: :class:`RoundJob`
+    :return: (bool, reason)
+    """
+    from active_finetune.policy.checkpoint import read_checkpoint_config
+    if not job.anchor_checkpoint:
+        return False, 'no pretrained checkpoint named (anchor_checkpoint)'
+    want = {'checkpoint_sha256': read_checkpoint_config(job.anchor_checkpoint)['weights_sha256'],
+            'episodes': job.evaluate_episodes, 'max_steps': job.evaluate_max_steps,
+            'base_seed': EVALUATION_SEED}
+    for key, value in want.items():
+        if baseline.get(key) != value:
+            return False, f'baseline {key} is {baseline.get(key)!r}, this evaluation {value!r}'
+    return True, ''
+
+
+def unchanged_tasks(policy, tasks, job):
+    """
+    Tasks whose actions are the pretrained policy's, bit for bit, so their evaluation is known.
+
+    With the adaptive prior a task without demos has alpha = 0 and is served by the frozen
+    pretrained weights; with the same scenes (seeds) and horizon its rollouts repeat the
+    baseline's exactly.
+
+    :param policy: the fine-tuned policy
+    :param tasks: tasks to evaluate
+    :param job: :class:`RoundJob` (its ``baseline_evaluation``)
+    :return: list of task names (empty if the baseline does not match)
+    """
+    ok, reason = baseline_matches(job.baseline_evaluation, job)
+    if not ok or not policy.config.adaptive_prior:
+        if not ok:
+            _LOG.warning('evaluating every task: %s', reason)
+        return []
+    alphas = policy.task_alphas()
+    known = job.baseline_evaluation.get('success', {})
+    return [t for t in tasks if alphas.get(t) == 0.0 and t in known]

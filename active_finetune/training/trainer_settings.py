@@ -45,6 +45,12 @@ class TrainerSettings:
         'range': (0, 1000)})
     evaluate_max_steps: int = field(default=150, metadata={
         'description': 'horizon of an evaluation episode (control steps)', 'range': (1, 10000)})
+    baseline_evaluation_path: str = field(default='', metadata={
+        'description': 'JSON evaluation of initial_checkpoint with the same evaluate_episodes '
+                       'and evaluate_max_steps (written by af-demo-loop); tasks still served by '
+                       'the pretrained weights (adaptive prior, no demos) reuse its numbers '
+                       "instead of being rolled out again ('' = evaluate every task)",
+        'read_only': True})
     send_weights: bool = field(default=True, metadata={
         'description': 'carry the weights (base64) in trainer/checkpoint so no shared disk is '
                        'needed'})

@@ -68,8 +68,10 @@ def test_checkpoint_is_announced_before_the_evaluation_and_the_result_carries_bo
     assert evaluating and handed_over < evaluating[0], 'the checkpoint comes before evaluating'
     checkpoint, result = items[handed_over], items[-1]
     assert checkpoint['evaluation'] is None and set(result['evaluation']) == {'reach-v3'}
-    assert {k: v for k, v in result.items() if k not in ('kind', 'evaluation')} == \
-        {k: v for k, v in checkpoint.items() if k not in ('kind', 'evaluation')}
+    evaluation_keys = ('kind', 'evaluation', 'evaluation_reused')
+    assert result['evaluation_reused'] == []
+    assert {k: v for k, v in result.items() if k not in evaluation_keys} == \
+        {k: v for k, v in checkpoint.items() if k not in evaluation_keys}
     _, config = load_checkpoint(checkpoint['path'])
     assert config['weights_sha256'] == checkpoint['sha256']
     assert config['provenance']['demos_trained'] == 2
@@ -112,3 +114,31 @@ def test_episodes_with_implausible_proprioception_or_unreadable_are_skipped_and_
     assert config['provenance']['demos_used'] == 1
     messages = [item.get('message', '') for item in items]
     assert any('skipping implausible episode' in m for m in messages), messages
+
+
+def test_tasks_still_on_the_pretrained_weights_reuse_a_matching_baseline(tmp_path):
+    from active_finetune.policy.model import with_adaptive_prior
+    from active_finetune.training.round_job import EVALUATION_SEED, unchanged_tasks
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=16,
+                                     feature_dim=8))
+    initial = tmp_path / 'initial'
+    digest = save_checkpoint(policy, initial, {'kind': 'test'})
+    tuned = with_adaptive_prior(policy)
+    tuned.alpha_gate[0] = 1.0  # reach-v3 has demos, push-v3 none
+    baseline = {'checkpoint_sha256': digest, 'episodes': 5, 'max_steps': 150,
+                'base_seed': EVALUATION_SEED, 'success': {'reach-v3': 0.2, 'push-v3': 0.4}}
+
+    def job(**changes):
+        fields = dict(base_checkpoint=str(initial), episode_paths=(), checkpoint_dir='x',
+                      version=1, round_index=0, evaluate_episodes=5, evaluate_max_steps=150,
+                      anchor_checkpoint=str(initial), baseline_evaluation=baseline)
+        fields.update(changes)
+        return RoundJob(**fields)
+
+    assert unchanged_tasks(tuned, TASKS, job()) == ['push-v3']
+    # Other evaluation settings or another pretrained checkpoint: evaluate everything.
+    assert unchanged_tasks(tuned, TASKS, job(evaluate_episodes=10)) == []
+    assert unchanged_tasks(tuned, TASKS, job(baseline_evaluation={
+        **baseline, 'checkpoint_sha256': '0' * 64})) == []
+    # Without the adaptive prior no task is known to be unchanged.
+    assert unchanged_tasks(policy, TASKS, job()) == []
