@@ -283,14 +283,17 @@ def kill_everything(process, log_dir):
     :param process: the Popen of the runner (started with start_new_session=True)
     :param log_dir: the runner's --log-dir: every node's command line names its params file there
     """
-    for pid in [process.pid] + processes_mentioning(str(log_dir)):
+    # The runner's group only while it is unreaped (a reaped pid may belong to another process);
+    # each node leads a group of its own (with any worker it spawned).
+    pids = ([process.pid] if process.poll() is None else []) + \
+        processes_mentioning(str(log_dir))
+    for pid in pids:
         for kill in (os.killpg, os.kill):
             try:
                 kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-    if process.poll() is None:
-        process.wait()
+    process.wait()
 
 
 def wait_until_gone(text, deadline_s=DEADLINE_S * 2):
@@ -374,13 +377,13 @@ def test_af_runner_command_stops_cleanly_and_fails_when_a_node_dies(
         else:
             runner.send_signal(stop_signal)
         output, _ = runner.communicate(timeout=90.0)
+        left = wait_until_gone(str(log_dir))
     finally:
-        if runner.poll() is None:
-            kill_everything(runner, log_dir)
+        kill_everything(runner, log_dir)  # whatever failed: nothing may be left running
     assert runner.returncode == expected_status, output.decode()
     if stop_signal is None:
         assert b"node 'mux_a' exited" in output
-    assert not wait_until_gone(str(log_dir)), 'a node process outlived af-runner'
+    assert not left, 'a node process outlived af-runner'
 
 
 def write_drive_config(tmp_path):
@@ -498,16 +501,16 @@ def test_stopping_or_killing_af_runner_while_the_policy_drives_leaves_zero_and_n
         assert len(node_pids) == 2, node_pids
         runner.send_signal(stop_signal)
         runner.wait(timeout=120.0)
-        assert not wait_until_gone(str(log_dir)), 'a node outlived af-runner'
-        assert not any(process_alive(pid) for pid in node_pids)
+        left = wait_until_gone(str(log_dir))
         time.sleep(0.5)  # the last messages in flight
         twists = robot.twists
-        assert twists[-1] == (0.0, 0.0, 0.0), f'last cmd/twist {twists[-1]} is not zero'
     finally:
         robot.close()
-        if runner.poll() is None or processes_mentioning(str(log_dir)):
-            kill_everything(runner, log_dir)
+        kill_everything(runner, log_dir)  # whatever failed: nothing may be left running
         runner.stdout.close()
+    assert not left, 'a node outlived af-runner'
+    assert not any(process_alive(pid) for pid in node_pids)
+    assert twists[-1] == (0.0, 0.0, 0.0), f'last cmd/twist {twists[-1]} is not zero'
     expected = 0 if stop_signal == signal.SIGHUP else -signal.SIGKILL
     assert runner.returncode == expected
     if stop_signal == signal.SIGKILL:
