@@ -5,6 +5,7 @@ Plain numpy, no cv_bridge (no wheel of it exists).  Stamps are always taken from
 the message header (the source's time), never from the arrival time.
 """
 
+from dataclasses import dataclass
 import math
 
 from builtin_interfaces.msg import Time
@@ -77,24 +78,111 @@ def header_stamp_s(msg):
     return stamp_to_s(msg.header.stamp)
 
 
+@dataclass(frozen=True)
+class ImageSize:
+    """
+    What a serialised sensor_msgs/Image says about its size (read without deserialising it).
+
+    :param width: width (px)
+    :param height: height (px)
+    :param encoding: the encoding name
+    :param data_bytes: length of the pixel data (bytes)
+    """
+
+    width: int
+    height: int
+    encoding: str
+    data_bytes: int
+
+
+def check_image_dimensions(width, height, data_bytes, max_pixels):
+    """
+    Refuse an image too large to be worth converting, by its size only.
+
+    :param width: width (px)
+    :param height: height (px)
+    :param data_bytes: length of its pixel data (bytes)
+    :param max_pixels: most pixels (width x height) accepted; the data may hold at most 4 bytes
+        per such pixel (3 channels and row padding)
+    :raises ImageTooLargeError: naming the size, when either limit is exceeded
+    """
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageTooLargeError(
+            f'image {width}x{height} ({pixels} pixels) exceeds max_image_pixels '
+            f'{max_pixels}; refused before conversion')
+    if data_bytes > 4 * max_pixels:
+        raise ImageTooLargeError(
+            f'image data of {data_bytes} bytes exceeds {4 * max_pixels} bytes (4 x '
+            f'max_image_pixels {max_pixels}); refused before conversion')
+
+
 def check_image_size(msg, max_pixels):
     """
     Refuse an Image too large to be worth converting, by its header and data length only.
 
     :param msg: sensor_msgs.msg.Image
-    :param max_pixels: most pixels (width x height) accepted; the data may hold at most 4 bytes
-        per such pixel (3 channels and row padding)
+    :param max_pixels: see :func:`check_image_dimensions`
     :raises ImageTooLargeError: naming the size, when either limit is exceeded
     """
-    pixels = msg.width * msg.height
-    if pixels > max_pixels:
-        raise ImageTooLargeError(
-            f'image {msg.width}x{msg.height} ({pixels} pixels) exceeds max_image_pixels '
-            f'{max_pixels}; refused before conversion')
-    if len(msg.data) > 4 * max_pixels:
-        raise ImageTooLargeError(
-            f'image data of {len(msg.data)} bytes exceeds {4 * max_pixels} bytes (4 x '
-            f'max_image_pixels {max_pixels}); refused before conversion')
+    check_image_dimensions(msg.width, msg.height, len(msg.data), max_pixels)
+
+
+class _CdrReader:
+    """Read CDR primitives from serialised bytes (offsets aligned from after the 4-byte header)."""
+
+    def __init__(self, raw):
+        self.view = memoryview(raw).cast('B')
+        if len(self.view) < 4:
+            raise MalformedCdrError(f'serialised message of {len(self.view)} bytes is too short')
+        kind = bytes(self.view[:2])
+        if kind not in (b'\x00\x00', b'\x00\x01'):
+            raise MalformedCdrError(
+                f'unknown CDR encapsulation {kind.hex()} (expected 0000 or 0001)')
+        self.order = 'little' if kind == b'\x00\x01' else 'big'
+        self.offset = 4
+
+    def _take(self, size, align):
+        self.offset += -(self.offset - 4) % align
+        end = self.offset + size
+        if end > len(self.view):
+            raise MalformedCdrError(
+                f'serialised message of {len(self.view)} bytes ends before byte {end}')
+        start, self.offset = self.offset, end
+        return self.view[start:end]
+
+    def uint32(self):
+        return int.from_bytes(self._take(4, 4), self.order)
+
+    def uint8(self):
+        return self._take(1, 1)[0]
+
+    def string(self):
+        length = self.uint32()
+        return bytes(self._take(length, 1)).rstrip(b'\x00').decode(errors='replace')
+
+
+def cdr_image_size(raw):
+    """
+    Read the size of a serialised sensor_msgs/Image (a raw subscription's bytes), not its pixels.
+
+    :param raw: the serialised message (bytes)
+    :return: :class:`ImageSize`
+    :raises MalformedCdrError: when the bytes are not a serialised Image
+    """
+    reader = _CdrReader(raw)
+    reader.uint32()  # header.stamp.sec
+    reader.uint32()  # header.stamp.nanosec
+    reader.string()  # header.frame_id
+    height, width = reader.uint32(), reader.uint32()
+    encoding = reader.string()
+    reader.uint8()  # is_bigendian
+    reader.uint32()  # step
+    data_bytes = reader.uint32()
+    if reader.offset + data_bytes > len(reader.view):
+        raise MalformedCdrError(f'serialised Image announces {data_bytes} bytes of data but '
+                                f'holds {len(reader.view) - reader.offset}')
+    return ImageSize(width=width, height=height, encoding=encoding, data_bytes=data_bytes)
 
 
 def cdr_string_data(raw):
@@ -108,17 +196,15 @@ def cdr_string_data(raw):
     :return: memoryview of the UTF-8 text (without the NUL)
     :raises MalformedCdrError: for an unknown encapsulation or a length that does not fit
     """
-    view = memoryview(raw).cast('B')
-    if len(view) < 8:
-        raise MalformedCdrError(f'serialised std_msgs/String of {len(view)} bytes is too short')
-    kind = bytes(view[:2])
-    if kind not in (b'\x00\x00', b'\x00\x01'):
-        raise MalformedCdrError(f'unknown CDR encapsulation {kind.hex()} (expected 0000 or 0001)')
-    length = int.from_bytes(view[4:8], 'little' if kind == b'\x00\x01' else 'big')
-    if length < 1 or 8 + length > len(view):
+    reader = _CdrReader(raw)
+    if len(reader.view) < 8:
         raise MalformedCdrError(
-            f'CDR string length {length} does not fit a message of {len(view)} bytes')
-    return view[8:8 + length - 1]
+            f'serialised std_msgs/String of {len(reader.view)} bytes is too short')
+    length = reader.uint32()
+    if length < 1 or 8 + length > len(reader.view):
+        raise MalformedCdrError(
+            f'CDR string length {length} does not fit a message of {len(reader.view)} bytes')
+    return reader.view[8:8 + length - 1]
 
 
 def image_to_rgb(msg):

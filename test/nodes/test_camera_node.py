@@ -7,12 +7,13 @@ FakeCamera that the test unplugs and plugs back.
 
 from active_finetune.devices.camera import CameraIntrinsics, FakeCamera
 from active_finetune.nodes.camera_node import CameraNode
-from active_finetune.nodes.conversions import camera_info_from_intrinsics, cdr_string_data
+from active_finetune.nodes.conversions import camera_info_from_intrinsics, cdr_image_size
+from active_finetune.nodes.conversions import cdr_string_data
 from active_finetune.nodes.conversions import check_image_size, header_stamp_s
 from active_finetune.nodes.conversions import image_to_rgb, ImageTooLargeError, joint_positions
-from active_finetune.nodes.conversions import MalformedCdrError
-from active_finetune.nodes.conversions import linear_to_twist_stamped, MalformedImageError
-from active_finetune.nodes.conversions import MalformedJointStateError, pose_position
+from active_finetune.nodes.conversions import linear_to_twist_stamped, MalformedCdrError
+from active_finetune.nodes.conversions import MalformedImageError, MalformedJointStateError
+from active_finetune.nodes.conversions import pose_position
 from active_finetune.nodes.conversions import rgb_to_image, s_to_stamp, stamp_to_s
 from active_finetune.nodes.conversions import twist_stamped_to_linear, UnsupportedEncodingError
 from active_finetune.nodes.qos import IMAGE_QOS, STATUS_QOS
@@ -115,6 +116,20 @@ def test_oversize_images_are_refused_by_header_and_data_length():
     lying = Image(width=2, height=2, encoding='rgb8', step=6, data=bytes(10_000))
     with pytest.raises(ImageTooLargeError, match='10000 bytes exceeds 16 bytes'):
         check_image_size(lying, 4)
+
+
+@pytest.mark.parametrize('frame_id, encoding', [
+    ('', 'rgb8'), ('cam', 'mono8'), ('camera_color_optical_frame', 'bgr8')])
+def test_the_size_of_a_serialised_image_is_read_without_deserialising_it(frame_id, encoding):
+    image = Image(width=7, height=5, encoding=encoding, step=21, data=bytes(105))
+    image.header.frame_id = frame_id
+    raw = serialize_message(image)
+    size = cdr_image_size(raw)
+    assert (size.width, size.height, size.encoding, size.data_bytes) == (7, 5, encoding, 105)
+    with pytest.raises(MalformedCdrError, match='announces 105 bytes of data but holds 100'):
+        cdr_image_size(raw[:-5])
+    with pytest.raises(MalformedCdrError, match='ends before'):
+        cdr_image_size(raw[:12])
 
 
 def test_the_text_of_a_serialised_string_is_found_without_a_copy():

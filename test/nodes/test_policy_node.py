@@ -271,16 +271,19 @@ def test_the_workspace_box_is_a_parameter(graph, wait_for):
 def test_an_oversize_image_is_refused_before_conversion(graph, wait_for, monkeypatch):
     from active_finetune.nodes import policy_node as module
     converted = []
-    real = module.image_to_rgb
-    monkeypatch.setattr(module, 'image_to_rgb', lambda msg: converted.append(msg) or real(msg))
+    for name in ('image_to_rgb', 'deserialize_message'):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, real=real, name=name: (
+            converted.append(name), real(*args))[1])
     node = graph.start(max_image_pixels=3000)  # the test images are 64x48 = 3072 pixels
     assert pump(graph, wait_for, lambda: status(graph)['code'] == 'image_too_large')
     s = status(graph)
     assert s['state'] == 'error' and '64x48 (3072 pixels)' in s['reason'], s
-    assert not converted and not moving(graph)
+    assert not converted, 'not even deserialised'
+    assert not moving(graph)
     assert node.set_parameters([Parameter('max_image_pixels', value=4096)])[0].successful
     assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
-    assert converted
+    assert {'image_to_rgb', 'deserialize_message'} <= set(converted)
 
 
 def test_older_versions_and_other_task_lists_are_refused_and_the_newest_refusal_shows(
@@ -318,8 +321,11 @@ def test_older_versions_and_other_task_lists_are_refused_and_the_newest_refusal_
     assert node._hot_swap.active.tasks == TASKS
 
 
-def test_checkpoint_announcements_are_taken_raw(graph):
+def test_checkpoint_announcements_and_images_are_taken_raw(graph):
     node = graph.start()
     (subscription,) = [s for s in node.subscriptions
                        if s.topic_name.lstrip('/') == 'trainer/checkpoint']
     assert subscription.raw, 'the weights never become a Python string on the executor thread'
+    (subscription,) = [s for s in node.subscriptions
+                       if s.topic_name.lstrip('/') == 'camera/image_raw']
+    assert subscription.raw, 'an image is checked before it is deserialised'
