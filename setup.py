@@ -34,20 +34,21 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
-        (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.sdf')),
+        (f'share/{PACKAGE}/config',
+         glob('config/*.yaml') + glob('config/*.sdf') + glob('config/*.xml')),
         (f'share/{PACKAGE}/gazebo/worlds', glob('gazebo/worlds/*.sdf')),
         (f'share/{PACKAGE}/checkpoints/pretrained_mt10_skewed',
          glob('checkpoints/pretrained_mt10_skewed/*')),
     ],
-    # Dependencies are pinned in requirements.txt (the one place) and declared in package.xml for
-    # rosdep; install_requires stays empty so `colcon build` never pulls wheels over the ROS install.
+    # Dependencies are pinned in requirements/*.txt (pip; README "On a robot" says which file
+    # where) and declared in package.xml for rosdep; install_requires stays empty so `colcon
+    # build` never pulls wheels over the ROS install.
     install_requires=['setuptools'],
     zip_safe=True,
     maintainer='active_finetune developers',
     maintainer_email='active-finetune@example.org',
     description='Active multi-task fine-tuning (AMF) of camera-based robot policies on ROS 2.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': (
             [f'{name} = {PACKAGE}.nodes.{module}:main' for name, module in NODES.items()]

@@ -4,7 +4,8 @@ The package's node graphs, described once and read by the runner, the launch fil
 Two kinds of files in ``config/``:
 
 - ``graphs.yaml``: which nodes run in each graph (``sim``, ``robot``, ``gazebo``), their
-  executables, remappings, and the graph's arguments (launch arguments / ``af-runner --arg``).
+  executables, remappings, and the graph's arguments (launch arguments / ``af-runner --arg``:
+  parameters of several nodes, driver topic remaps, the namespace, a node switched on or off).
   Each executable names its settings dataclass, whose fields are the node's parameters.
 - ``<parameters file>.yaml`` (``sim.yaml``, ``robot.yaml``): standard ROS 2 parameter files
   (``node_name: {ros__parameters: {...}}``), the same files ``ros2 launch`` hands to the nodes.
@@ -12,7 +13,11 @@ Two kinds of files in ``config/``:
 :func:`load_graph` merges, in increasing precedence, the parameter file, the graph's arguments
 and ``node.param`` overrides, checks every value against the node's settings dataclass (ROS
 parameters are strictly typed: an int where a float is declared is converted, anything else is
-refused) and resolves relative paths (see :func:`resolve_path`).  It imports no rclpy.
+refused) and resolves relative paths (see :func:`resolve_path`).  It imports no rclpy.  With
+``validate=False`` (what the launch files use: ``ros2 launch`` runs in the system Python, which
+does not see torch and the other packages of the lab's venv) it imports nothing but yaml and
+takes each argument's type from the parameter file's value, which the tests keep identical to
+the validated result; the nodes check their parameters again when they declare them.
 
 Relative paths: values of parameters whose name ends in ``_path``, ``_dir`` or ``checkpoint``
 are resolved here, so every node sees absolute paths whatever its working directory:
@@ -32,6 +37,7 @@ import dataclasses
 import importlib
 import logging
 from pathlib import Path
+import re
 import sys
 
 import yaml
@@ -43,6 +49,9 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 GRAPHS_FILE = 'graphs.yaml'
 PATH_SUFFIXES = ('_path', '_dir', 'checkpoint')
 INPUT_PATH_SUFFIXES = ('_path', 'checkpoint')
+NAMESPACE_PATTERN = re.compile(r'(/[A-Za-z_][A-Za-z0-9_]*)+')
+SWITCH_VALUES = {'true': True, 'false': False, '1': True, '0': False, 'yes': True, 'no': False,
+                 'on': True, 'off': False}
 
 
 class GraphConfigError(ValueError):
@@ -82,13 +91,17 @@ ROBOT_TOPICS = (
 @dataclasses.dataclass(frozen=True)
 class GraphArgument:
     """
-    A graph argument: a launch argument that sets parameters of several nodes, or a topic remap.
+    A graph argument: sets parameters of several nodes, remaps a topic, namespaces or drops nodes.
+
+    Exactly one of ``parameters``, ``remap``, ``namespace`` and ``node`` is given.
 
     :param name: argument name (``ros2 launch ... name:=value``, ``af-runner --arg name=value``)
     :param description: what it sets
     :param default: default value as text ('' for parameter arguments: keep the parameter file's)
     :param parameters: ``node.param`` keys it sets (nodes not in the graph are skipped)
     :param remap: topic it remaps in every node of the graph (``remap:=value``), or ''
+    :param namespace: the argument is the ROS namespace of every node ('' = none)
+    :param node: name of a node the argument switches on ('true', the default) or off ('false')
     """
 
     name: str
@@ -96,6 +109,8 @@ class GraphArgument:
     default: str
     parameters: tuple = ()
     remap: str = ''
+    namespace: bool = False
+    node: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +124,7 @@ class GraphNode:
     :param remappings: tuple of (from, to) topic remappings
     :param settings: 'module:Class' of the settings dataclass (its fields are the parameters;
         '' when the graph was loaded without validation)
+    :param namespace: ROS namespace of the node, '' or absolute (``/arm1``)
     """
 
     name: str
@@ -116,6 +132,16 @@ class GraphNode:
     parameters: dict
     remappings: tuple
     settings: str
+    namespace: str = ''
+
+    @property
+    def parameters_key(self):
+        """
+        Name the node in a ROS 2 parameter file: its name, or its full name when namespaced.
+
+        rcl matches a file's key ``policy`` only to the node ``/policy``, not ``/arm1/policy``.
+        """
+        return f'{self.namespace}/{self.name}' if self.namespace else self.name
 
     @property
     def module(self):
@@ -126,9 +152,10 @@ class GraphNode:
         """
         Render the node's parameters as a ROS 2 parameter file.
 
-        :return: YAML text ``<name>: {ros__parameters: {...}}``
+        :return: YAML text ``<name>: {ros__parameters: {...}}`` (``/<ns>/<name>`` when namespaced)
         """
-        return yaml.safe_dump({self.name: {'ros__parameters': self.parameters}}, sort_keys=True)
+        return yaml.safe_dump({self.parameters_key: {'ros__parameters': self.parameters}},
+                              sort_keys=True)
 
     def ros_arguments(self, params_file):
         """
@@ -138,6 +165,8 @@ class GraphNode:
         :return: list of str, starting with ``--ros-args``
         """
         arguments = ['--ros-args', '-r', f'__node:={self.name}', '--params-file', str(params_file)]
+        if self.namespace:
+            arguments += ['-r', f'__ns:={self.namespace}']
         for source, target in self.remappings:
             arguments += ['-r', f'{source}:={target}']
         return arguments
@@ -162,6 +191,7 @@ class Graph:
     :param nodes: tuple of :class:`GraphNode`
     :param arguments: tuple of :class:`GraphArgument`
     :param parameters_file: the ROS 2 parameter file the values came from
+    :param namespace: ROS namespace of the graph's nodes ('' = none)
     """
 
     name: str
@@ -169,6 +199,7 @@ class Graph:
     nodes: tuple
     arguments: tuple
     parameters_file: Path
+    namespace: str = ''
 
     def node(self, name):
         """
@@ -419,12 +450,56 @@ def _arguments(description, graph_name):
     for name, spec in (description.get('arguments') or {}).items():
         if not spec.get('description'):
             raise GraphConfigError(f'graph {graph_name!r}: argument {name!r} needs a description')
+        kinds = [kind for kind in ('parameters', 'remap', 'namespace', 'node') if spec.get(kind)]
+        if len(kinds) != 1:
+            raise GraphConfigError(f'graph {graph_name!r}: argument {name!r} needs exactly one of '
+                                   f'parameters, remap, namespace, node; it has {kinds}')
         remap = spec.get('remap', '')
+        node = spec.get('node', '')
+        default = spec.get('default', remap or ('true' if node else ''))
         arguments.append(GraphArgument(
             name=name, description=spec['description'],
-            default=str(spec.get('default', remap)),
-            parameters=tuple(spec.get('parameters', ())), remap=remap))
+            default=str(default).lower() if isinstance(default, bool) else str(default),
+            parameters=tuple(spec.get('parameters', ())), remap=remap,
+            namespace=bool(spec.get('namespace')), node=node))
     return tuple(arguments)
+
+
+def parse_namespace(value, where='namespace'):
+    """
+    Check a ROS namespace and make it absolute.
+
+    :param value: '' or '/' (none), ``arm1`` or ``/arm1/left`` (tokens of letters, digits and
+        underscores, not starting with a digit)
+    :param where: name for messages
+    :return: '' or the absolute namespace without a trailing slash
+    :raises OverrideError: for anything else
+    """
+    text = str(value if value is not None else '').strip()
+    if text in ('', '/'):
+        return ''
+    text = '/' + text.strip('/')
+    if not NAMESPACE_PATTERN.fullmatch(text):
+        raise OverrideError(f'{where}: {value!r} is not a ROS namespace (tokens of letters, '
+                            'digits and underscores, not starting with a digit, separated by /)')
+    return text
+
+
+def parse_switch(value, where):
+    """
+    Read a true/false graph argument given as a bool or as launch/command-line text.
+
+    :param value: bool, or text such as 'true', 'false', '1', '0'
+    :param where: name for messages
+    :return: bool
+    :raises OverrideError: for any other value
+    """
+    if isinstance(value, bool):
+        return value
+    key = str(value).strip().lower()
+    if key not in SWITCH_VALUES:
+        raise OverrideError(f'{where}: expected true or false, got {value!r}')
+    return SWITCH_VALUES[key]
 
 
 def load_graph(name, overrides=None, arguments=None, config_dir=None, validate=True, cwd=None):
@@ -434,7 +509,8 @@ def load_graph(name, overrides=None, arguments=None, config_dir=None, validate=T
     :param name: graph name ('sim', 'robot', 'gazebo')
     :param overrides: dict ``'node.param' -> value`` (highest precedence); keys of nodes that
         are not in the graph are refused
-    :param arguments: dict argument name -> value (text or typed; '' keeps the file's value)
+    :param arguments: dict argument name -> value (text or typed; '' keeps the file's value;
+        see :class:`GraphArgument` for the kinds: parameters, remap, namespace, node switch)
     :param config_dir: directory with graphs.yaml and the parameter files (default
         :func:`default_config_dir`)
     :param validate: check every value against the settings dataclasses (imports them)
@@ -471,12 +547,27 @@ def load_graph(name, overrides=None, arguments=None, config_dir=None, validate=T
         block.update(description.get('common_parameters') or {})
     remappings = [tuple(pair) for pair in description.get('remappings') or ()]
     known_arguments = {a.name: a for a in graph_arguments}
+    for argument in graph_arguments:
+        if argument.node and argument.node not in node_specs:
+            raise GraphConfigError(f'graph {name!r}: argument {argument.name!r} switches node '
+                                   f'{argument.node!r}, which is not in the graph')
     typed = {}
+    namespace = ''
+    dropped = set()
     for arg_name, value in (arguments or {}).items():
         if arg_name not in known_arguments:
             raise OverrideError(f'unknown argument {arg_name!r} for graph {name!r}; it takes '
                                 f'{sorted(known_arguments)}')
         argument = known_arguments[arg_name]
+        if argument.namespace:
+            namespace = parse_namespace(value, f'argument {arg_name}')
+            continue
+        if argument.node:
+            if value in ('', None):
+                value = argument.default
+            if not parse_switch(value, f'argument {arg_name}'):
+                dropped.add(argument.node)
+            continue
         if argument.remap:
             if value not in ('', None) and str(value) != argument.remap:
                 remappings.append((argument.remap, str(value)))
@@ -492,6 +583,8 @@ def load_graph(name, overrides=None, arguments=None, config_dir=None, validate=T
 
     nodes = []
     for node_name, entry in node_specs.items():
+        if node_name in dropped:
+            continue
         executable = entry['executable']
         settings = (executables[executable] or {}).get('settings') or (
             discover_settings(executable) if validate else '')
@@ -520,6 +613,6 @@ def load_graph(name, overrides=None, arguments=None, config_dir=None, validate=T
                  for param, value in block.items()}
         node_remaps = tuple(remappings) + tuple(tuple(p) for p in entry.get('remappings') or ())
         nodes.append(GraphNode(name=node_name, executable=executable, parameters=block,
-                               remappings=node_remaps, settings=settings))
+                               remappings=node_remaps, settings=settings, namespace=namespace))
     return Graph(name=name, description=description.get('description', ''), nodes=tuple(nodes),
-                 arguments=graph_arguments, parameters_file=parameters_file)
+                 arguments=graph_arguments, parameters_file=parameters_file, namespace=namespace)

@@ -5,13 +5,24 @@ The launch files: real launch/launch_ros descriptions whose nodes come from acti
 reachable registries; the PyPI package named ``launch`` is an unrelated tool), so the launch files
 cannot be loaded by launch's Python loader in this test.  Instead the test checks, from their
 syntax tree, that each builds its arguments and Node actions from ``load_graph(<its graph>)``
-(so node names, executables, parameters and remappings are the runner's by construction), that
-every DeclareLaunchArgument has a description, and that the graphs declare the same arguments.
+(so node names, executables, parameters, remappings and namespaces are the runner's by
+construction), that every DeclareLaunchArgument has a description, that the graphs declare the
+same arguments, and that each sets the Fast DDS profile the runner sets.  The launch files load
+the graph with ``validate=False`` (``ros2 launch`` runs in the system Python, without the lab's
+venv and its torch): tests here check that this imports nothing heavy and gives exactly the
+validated result.  The driver-facing arguments (namespace, camera_topic, use_camera) are
+checked on the graph, and a namespaced node's parameter file is checked with rclpy itself.
 """
 
 import ast
+import dataclasses
+import os
+import re
+import subprocess
+import sys
 
-from active_finetune.graph import load_graph, SOURCE_ROOT
+from active_finetune.graph import load_graph, OverrideError, SOURCE_ROOT
+from active_finetune.nodes.qos import FASTDDS_LARGE_SHM_PROFILE_XML, FASTDDS_PROFILES_ENV
 import pytest
 
 LAUNCH_DIR = SOURCE_ROOT / 'launch'
@@ -50,6 +61,7 @@ def test_launch_file_builds_its_nodes_from_its_graph(name, graph):
     assert ('launch_ros.actions', 'Node') in imports
     for call in calls(tree, 'load_graph'):
         assert isinstance(call.args[0], ast.Name) and call.args[0].id == 'GRAPH'
+        assert ast.unparse(keywords(call)['validate']) == 'False', ast.unparse(call)
     package_nodes = [c for c in calls(tree, 'Node')
                      if ast.literal_eval(keywords(c)['package']) == 'active_finetune']
     assert len(package_nodes) == 1, 'one Node(...) per graph node, built in a comprehension'
@@ -58,6 +70,7 @@ def test_launch_file_builds_its_nodes_from_its_graph(name, graph):
     assert ast.unparse(node_kw['name']) == 'node.name'
     assert ast.unparse(node_kw['parameters']) == '[str(graph.parameters_file), node.parameters]'
     assert ast.unparse(node_kw['remappings']) == 'list(node.remappings)'
+    assert ast.unparse(node_kw['namespace']) == 'node.namespace'
     comprehension = next(c for c in ast.walk(tree) if isinstance(c, ast.ListComp)
                          and package_nodes[0] in ast.walk(c))
     assert ast.unparse(comprehension.generators[0].iter) == 'graph.nodes'
@@ -77,20 +90,141 @@ def test_graph_arguments_have_descriptions_and_gazebo_takes_the_sim_arguments():
     robot = {a.name for a in load_graph('robot', validate=False).arguments}
     gazebo = {a.name for a in load_graph('gazebo', validate=False).arguments}
     assert sim == {'dataset_dir', 'checkpoint', 'checkpoint_dir', 'strategy', 'budget',
-                   'demos_per_round'}
-    assert gazebo == robot and sim < gazebo
-    assert robot - sim == {'joint_states_topic', 'ee_pose_topic', 'cmd_twist_topic',
-                           'cmd_gripper_topic'}
+                   'demos_per_round', 'namespace'}
+    assert robot - gazebo == {'use_camera'} and sim < gazebo < robot
+    assert gazebo - sim == {'camera_topic', 'joint_states_topic', 'ee_pose_topic',
+                            'cmd_twist_topic', 'cmd_gripper_topic'}
     for graph in ('sim', 'robot', 'gazebo'):
         for argument in load_graph(graph, validate=False).arguments:
-            assert argument.description and (argument.parameters or argument.remap)
+            kinds = [argument.parameters, argument.remap, argument.namespace, argument.node]
+            assert argument.description and sum(map(bool, kinds)) == 1, argument
+
+
+def launch_argument_texts(graph):
+    """Give every argument of a graph a text value, as ``ros2 launch`` hands them over."""
+    names = {argument.name for argument in load_graph(graph, validate=False).arguments}
+    texts = {'dataset_dir': '/data/amf/episodes',
+             'checkpoint': 'checkpoints/pretrained_mt10_skewed',
+             'checkpoint_dir': 'out/checkpoints', 'strategy': 'uniform', 'budget': '20',
+             'demos_per_round': '3', 'namespace': 'arm1',
+             'camera_topic': '/camera/camera/color/image_raw',
+             'joint_states_topic': '/joint_states', 'ee_pose_topic': '/franka/ee_pose',
+             'cmd_twist_topic': '/servo_node/delta_twist_cmds',
+             'cmd_gripper_topic': '/gripper/command', 'use_camera': 'false'}
+    assert names <= set(texts), names - set(texts)
+    return {name: texts[name] for name in names}
+
+
+@pytest.mark.parametrize('graph', ['sim', 'robot', 'gazebo'])
+@pytest.mark.parametrize('given', ['defaults', 'every argument'])
+def test_launch_graph_without_validation_is_the_validated_graph(graph, given):
+    """``ros2 launch`` cannot import the settings classes (torch); it must not need them."""
+    if given == 'defaults':
+        arguments = {a.name: a.default for a in load_graph(graph, validate=False).arguments}
+    else:
+        arguments = launch_argument_texts(graph)
+    checked = load_graph(graph, arguments=arguments)
+    launched = load_graph(graph, arguments=arguments, validate=False)
+    assert [dataclasses.replace(node, settings='') for node in checked.nodes] == \
+        list(launched.nodes)
+    for checked_node, node in zip(checked.nodes, launched.nodes):
+        for param, value in checked_node.parameters.items():
+            assert type(node.parameters[param]) is type(value), f'{node.name}.{param}'
+    assert launched.namespace == checked.namespace
+
+
+def test_launch_graph_imports_no_torch_rclpy_or_numpy():
+    code = ('import sys; from active_finetune.graph import load_graph; '
+            '[load_graph(g, validate=False) for g in ("sim", "robot", "gazebo")]; '
+            'heavy = sorted(m for m in sys.modules if m.split(".")[0] in '
+            '("torch", "rclpy", "numpy", "cv2", "scipy", "mcap", "mujoco", "safetensors")); '
+            'print(heavy); sys.exit(1 if heavy else 0)')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_driver_arguments_namespace_camera_topic_and_use_camera():
+    default = load_graph('robot', validate=False)
+    assert 'camera' in [node.name for node in default.nodes]
+    assert all(node.namespace == '' and not node.remappings for node in default.nodes)
+    graph = load_graph('robot', validate=False, arguments={
+        'use_camera': 'false', 'namespace': 'arm1/left',
+        'camera_topic': '/camera/camera/color/image_raw'})
+    assert [node.name for node in graph.nodes] == [
+        'spacemouse', 'command_mux', 'policy', 'task_selector', 'demo_recorder', 'trainer']
+    assert graph.namespace == '/arm1/left'
+    for node in graph.nodes:
+        assert node.namespace == '/arm1/left'
+        assert node.remappings == (('camera/image_raw', '/camera/camera/color/image_raw'),)
+    policy = graph.node('policy')
+    assert policy.ros_arguments('p.yaml')[5:] == [
+        '-r', '__ns:=/arm1/left', '-r', 'camera/image_raw:=/camera/camera/color/image_raw']
+    assert policy.parameters_yaml().startswith('/arm1/left/policy:\n')
+    assert load_graph('robot', validate=False, arguments={'namespace': '/'}).namespace == ''
+    with pytest.raises(OverrideError, match='not a ROS namespace'):
+        load_graph('robot', validate=False, arguments={'namespace': '/arm-1'})
+    with pytest.raises(OverrideError, match='expected true or false'):
+        load_graph('robot', validate=False, arguments={'use_camera': 'maybe'})
+    with pytest.raises(OverrideError, match="unknown argument 'use_camera'"):
+        load_graph('gazebo', validate=False, arguments={'use_camera': 'false'})
+
+
+NAMESPACED_NODE = """
+import sys
+import rclpy
+from rclpy.node import Node
+rclpy.init(args=sys.argv)
+node = Node('policy')
+node.declare_parameter('max_input_age_s', 0.0)
+print(node.get_fully_qualified_name(), node.get_parameter('max_input_age_s').value)
+node.destroy_node()
+rclpy.shutdown()
+"""
+
+
+def test_a_namespaced_node_reads_the_parameter_file_the_runner_writes(tmp_path):
+    """Check the file key: rcl matches ``policy`` only to ``/policy``, not ``/arm1/policy``."""
+    node = load_graph('robot', arguments={'namespace': '/arm1'},
+                      overrides={'policy.max_input_age_s': 0.5}).node('policy')
+    params = tmp_path / 'policy.yaml'
+    params.write_text(node.parameters_yaml())
+    result = subprocess.run(
+        [sys.executable, '-c', NAMESPACED_NODE] + node.ros_arguments(params),
+        capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, ROS_DOMAIN_ID='0', ROS_AUTOMATIC_DISCOVERY_RANGE='OFF'))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['/arm1/policy', '0.5']
+
+
+@pytest.mark.parametrize('name', sorted(LAUNCH_GRAPHS))
+def test_launch_files_give_the_nodes_the_runners_fast_dds_profile(name):
+    tree = parse(name)
+    assigned = {t.id: a.value for a in tree.body if isinstance(a, ast.Assign)
+                for t in a.targets if isinstance(t, ast.Name)}
+    assert ast.literal_eval(assigned['FASTDDS_PROFILES_ENV']) == FASTDDS_PROFILES_ENV
+    assert "'config', 'fastdds_large_shm.xml')" in ast.unparse(assigned['FASTDDS_PROFILE'])
+    declared = {ast.literal_eval(c.args[0]): keywords(c) for c in calls(tree, 'DeclareLaunchArgument')
+                if isinstance(c.args[0], ast.Constant)}
+    assert ast.unparse(declared['fastdds_profile']['default_value']) == 'FASTDDS_PROFILE'
+    setters = calls(tree, 'SetEnvironmentVariable')
+    assert [ast.unparse(c.args[0]) for c in setters] == ['FASTDDS_PROFILES_ENV']
+    # Set by the function whose actions come before the nodes (launch runs them in order).
+    returns = [ast.unparse(r.value) for r in ast.walk(tree) if isinstance(r, ast.Return)
+               and r.value is not None and 'fastdds_environment(context)' in ast.unparse(r.value)]
+    assert len(returns) == 1 and returns[0].startswith('fastdds_environment(context) + ')
+
+
+def test_the_installed_profile_file_is_the_runners_profile():
+    text = (SOURCE_ROOT / 'config' / 'fastdds_large_shm.xml').read_text()
+    assert re.sub(r'<!--.*?-->\n', '', text, flags=re.S) == FASTDDS_LARGE_SHM_PROFILE_XML
 
 
 def test_gazebo_launch_declares_world_gui_and_bridge_config():
     declared_calls = calls(parse('gazebo.launch.py'), 'DeclareLaunchArgument')
     declared = {ast.literal_eval(c.args[0]) for c in declared_calls
                 if isinstance(c.args[0], ast.Constant)}
-    assert declared == {'world', 'gui', 'bridge_config'}
+    assert declared == {'world', 'gui', 'bridge_config', 'fastdds_profile'}
     source = (LAUNCH_DIR / 'gazebo.launch.py').read_text()
     assert "'gazebo', 'worlds', 'tabletop.sdf'" in source
     assert "'config', 'gazebo_bridge.yaml'" in source
@@ -100,5 +234,5 @@ def test_gazebo_launch_declares_world_gui_and_bridge_config():
 def test_launch_files_are_installed_by_setup_py():
     setup = (SOURCE_ROOT / 'setup.py').read_text()
     for pattern in ("glob('launch/*.launch.py')", "glob('config/*.yaml')",
-                    "glob('gazebo/worlds/*.sdf')"):
+                    "glob('config/*.xml')", "glob('gazebo/worlds/*.sdf')"):
         assert pattern in setup
