@@ -129,9 +129,10 @@ def test_tasks_still_on_the_pretrained_weights_reuse_a_matching_baseline(tmp_pat
                 'base_seed': EVALUATION_SEED, 'success': {'reach-v3': 0.2, 'push-v3': 0.4}}
 
     def job(**changes):
-        fields = dict(base_checkpoint=str(initial), episode_paths=(), checkpoint_dir='x',
-                      version=1, round_index=0, evaluate_episodes=5, evaluate_max_steps=150,
-                      anchor_checkpoint=str(initial), baseline_evaluation=baseline)
+        fields = {'base_checkpoint': str(initial), 'episode_paths': (), 'checkpoint_dir': 'x',
+                  'version': 1, 'round_index': 0, 'evaluate_episodes': 5,
+                  'evaluate_max_steps': 150, 'anchor_checkpoint': str(initial),
+                  'baseline_evaluation': baseline}
         fields.update(changes)
         return RoundJob(**fields)
 
