@@ -50,6 +50,8 @@ GRAPHS_FILE = 'graphs.yaml'
 PATH_SUFFIXES = ('_path', '_dir', 'checkpoint')
 INPUT_PATH_SUFFIXES = ('_path', 'checkpoint')
 NAMESPACE_PATTERN = re.compile(r'(/[A-Za-z_][A-Za-z0-9_]*)+')
+QOS_OVERRIDES = 'qos_overrides'
+"""Prefix of the QoS override parameters rclpy declares (passed to the nodes unchecked)."""
 SWITCH_VALUES = {'true': True, 'false': False, '1': True, '0': False, 'yes': True, 'no': False,
                  'on': True, 'off': False}
 
@@ -485,6 +487,19 @@ def parse_namespace(value, where='namespace'):
     return text
 
 
+def is_qos_override(param):
+    """
+    Tell rclpy's QoS override parameters (``qos_overrides./topic.subscription.reliability``).
+
+    They are declared by rclpy for subscriptions created with QoS overriding options, not by the
+    node's settings dataclass, so they pass through unchecked (rclpy checks them).
+
+    :param param: parameter name (or the ``qos_overrides`` mapping of a parameter file)
+    :return: bool
+    """
+    return param == QOS_OVERRIDES or param.startswith(QOS_OVERRIDES + '.')
+
+
 def parse_switch(value, where):
     """
     Read a true/false graph argument given as a bool or as launch/command-line text.
@@ -593,6 +608,9 @@ def load_graph(name, overrides=None, arguments=None, config_dir=None, validate=T
         for (target, param), (value, source) in typed.items():
             if target != node_name:
                 continue
+            if is_qos_override(param):
+                block[param] = yaml.safe_load(value) if isinstance(value, str) else value
+                continue
             if defaults is not None and param not in defaults:
                 raise OverrideError(f'{source}: {node_name!r} has no parameter {param!r}; it has '
                                     f'{sorted(defaults)}')
@@ -602,7 +620,7 @@ def load_graph(name, overrides=None, arguments=None, config_dir=None, validate=T
             block[param] = coerce_value(value, default, f'{node_name}.{param}')
         if defaults is not None:
             for param, value in list(block.items()):
-                if param == 'use_sim_time':
+                if param == 'use_sim_time' or is_qos_override(param):
                     continue
                 if param not in defaults:
                     raise GraphConfigError(

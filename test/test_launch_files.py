@@ -170,6 +170,20 @@ def test_driver_arguments_namespace_camera_topic_and_use_camera():
         load_graph('gazebo', validate=False, arguments={'use_camera': 'false'})
 
 
+def test_qos_overrides_pass_through_the_graph_to_the_nodes():
+    """The nodes' QoS override parameters are rclpy's, not the settings dataclass's."""
+    topic = '/camera/camera/color/image_raw'
+    graph = load_graph('robot', arguments={'camera_topic': topic}, overrides={
+        f'policy.qos_overrides.{topic}.subscription.reliability': 'best_effort',
+        f'demo_recorder.qos_overrides.{topic}.subscription.depth': '2'})
+    assert graph.node('policy').parameters[
+        f'qos_overrides.{topic}.subscription.reliability'] == 'best_effort'
+    assert graph.node('demo_recorder').parameters[
+        f'qos_overrides.{topic}.subscription.depth'] == 2
+    with pytest.raises(OverrideError, match="no parameter 'qos_override'"):
+        load_graph('robot', overrides={'policy.qos_override': 'x'})
+
+
 NAMESPACED_NODE = """
 import sys
 import rclpy
@@ -204,7 +218,8 @@ def test_launch_files_give_the_nodes_the_runners_fast_dds_profile(name):
                 for t in a.targets if isinstance(t, ast.Name)}
     assert ast.literal_eval(assigned['FASTDDS_PROFILES_ENV']) == FASTDDS_PROFILES_ENV
     assert "'config', 'fastdds_large_shm.xml')" in ast.unparse(assigned['FASTDDS_PROFILE'])
-    declared = {ast.literal_eval(c.args[0]): keywords(c) for c in calls(tree, 'DeclareLaunchArgument')
+    declared = {ast.literal_eval(c.args[0]): keywords(c)
+                for c in calls(tree, 'DeclareLaunchArgument')
                 if isinstance(c.args[0], ast.Constant)}
     assert ast.unparse(declared['fastdds_profile']['default_value']) == 'FASTDDS_PROFILE'
     setters = calls(tree, 'SetEnvironmentVariable')

@@ -18,7 +18,7 @@ from active_finetune.data.recorder import EpisodeRecorder, RecorderError, Record
 from active_finetune.nodes.conversions import ConversionError, image_to_rgb, joint_positions
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, latched_qos, \
-    SENSOR_QOS
+    SENSOR_QOS, sensor_subscription_options
 from active_finetune.nodes.spin import run_node
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
@@ -63,9 +63,13 @@ class DemoRecorderNode(Node):
                 f"({item['frames']} frames; {item['reason']})")
         self._status_pub = self.create_publisher(String, 'recorder/status', LATCHED_QOS)
         self._episode_pub = self.create_publisher(String, 'recorder/episode', latched_qos(10))
-        self.create_subscription(Image, 'camera/image_raw', self._on_image, IMAGE_QOS)
-        self.create_subscription(JointState, 'joint_states', self._on_joint_state, SENSOR_QOS)
-        self.create_subscription(PoseStamped, 'ee_pose', self._on_pose, SENSOR_QOS)
+        # QoS overridable (qos_overrides.<topic>.subscription.*) to match a lab's drivers.
+        for msg_type, topic, callback, qos in (
+                (Image, 'camera/image_raw', self._on_image, IMAGE_QOS),
+                (JointState, 'joint_states', self._on_joint_state, SENSOR_QOS),
+                (PoseStamped, 'ee_pose', self._on_pose, SENSOR_QOS)):
+            self.create_subscription(msg_type, topic, callback,
+                                     **sensor_subscription_options(self, topic, qos))
         self.create_subscription(TwistStamped, 'teleop/twist', self._on_twist, COMMAND_QOS)
         self.create_subscription(Float64, 'teleop/gripper', self._on_gripper, COMMAND_QOS)
         self.create_subscription(Joy, 'teleop/joy', self._on_joy, COMMAND_QOS)

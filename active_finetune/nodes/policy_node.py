@@ -43,7 +43,8 @@ from active_finetune.nodes.conversions import cdr_image_size, cdr_string_data, \
     check_image_dimensions, ConversionError, header_stamp_s, image_to_rgb, joint_positions, \
     linear_to_twist_stamped, pose_position
 from active_finetune.nodes.parameters import declare_config
-from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSOR_QOS
+from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSOR_QOS, \
+    sensor_subscription_options
 from active_finetune.nodes.spin import run_node
 from active_finetune.policy.hot_swap import CheckpointRefusedError, load_initial, \
     PolicyHotSwap, PolicyNodeConfig, RollbackError
@@ -140,12 +141,16 @@ class PolicyNode(Node):
         self._status_pub = self.create_publisher(String, 'policy/status', LATCHED_QOS)
         # Raw: an oversize image is refused from its serialised header, never deserialised
         # (85 ms for 4000x4000 rgb8, on the thread that runs the control cycles).
-        self.create_subscription(Image, 'camera/image_raw', self._on_image, IMAGE_QOS, raw=True,
-                                 callback_group=events)
-        self.create_subscription(JointState, 'joint_states', self._on_joint_state, SENSOR_QOS,
-                                 callback_group=events)
-        self.create_subscription(PoseStamped, 'ee_pose', self._on_pose, SENSOR_QOS,
-                                 callback_group=events)
+        # QoS overridable (qos_overrides.<topic>.subscription.*) to match a lab's drivers.
+        self.create_subscription(Image, 'camera/image_raw', self._on_image, raw=True,
+                                 callback_group=events, **sensor_subscription_options(
+                                     self, 'camera/image_raw', IMAGE_QOS))
+        self.create_subscription(JointState, 'joint_states', self._on_joint_state,
+                                 callback_group=events, **sensor_subscription_options(
+                                     self, 'joint_states', SENSOR_QOS))
+        self.create_subscription(PoseStamped, 'ee_pose', self._on_pose,
+                                 callback_group=events, **sensor_subscription_options(
+                                     self, 'ee_pose', SENSOR_QOS))
         # Latched to get the task set before start, volatile to match `ros2 topic pub`.
         for qos in (LATCHED_QOS, COMMAND_QOS):
             self.create_subscription(String, 'policy/task', self._on_task, qos,

@@ -43,6 +43,21 @@ plus the profile for the low latency.  The profile keeps UDPv4, so several
 machines still talk to each other; it needs 16 MB of /dev/shm per process
 (raise Docker's 64 MB default with ``--shm-size``).
 
+Sensor subscriptions (images, joint states, poses) keep these reliable profiles by default
+and take QoS overrides (:func:`sensor_subscription_options`): a lab whose driver publishes best
+effort, which a reliable subscription never matches, sets in the node's parameters (e.g. in
+config/robot.yaml, for policy and demo_recorder)::
+
+    qos_overrides:
+      /camera/camera/color/image_raw:      # the topic's full name after remapping
+        subscription:
+          reliability: best_effort         # also: history, depth
+
+Trade-off (table above): best effort delivers every frame only with the large SHM profile on
+both sides (one machine); over UDP it drops most 640x480 frames (84-98 % here), where reliable
+loses none but waits ~13 ms.  An incompatible publisher is reported in the node's log with the
+parameter to set.
+
 Other profiles (DESIGN.md, STYLE.md):
 
 - ``COMMAND_QOS``: reliable, keep last 10, volatile (twists, gripper, estop
@@ -57,9 +72,13 @@ Other profiles (DESIGN.md, STYLE.md):
 - ``STATUS_QOS``: periodic status such as camera/status, reliable keep last 10.
 """
 
+import copy
 from pathlib import Path
 
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, \
+    ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 IMAGE_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
@@ -85,6 +104,40 @@ STATUS_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE)
 """Periodic status messages: reliable, keep last 10."""
+
+
+def sensor_subscription_options(node, topic, qos):
+    """
+    Make a sensor subscription's QoS overridable by parameters, and explain a mismatch.
+
+    Pass the result as keyword arguments to ``create_subscription`` (instead of the QoS
+    argument): the node declares the read-only parameters
+    ``qos_overrides.<topic>.subscription.{history,depth,reliability}`` (``<topic>``: the full
+    name after remapping), and an incompatible publisher (e.g. best effort against this
+    reliable subscription) is logged with the parameter that fixes it.  rclpy writes the
+    overrides into the profile it is given, so it gets a copy: the shared profiles of this
+    module stay as they are for every other subscription of the process.
+
+    :param node: rclpy Node that creates the subscription
+    :param topic: topic name as given to ``create_subscription``
+    :param qos: the default QoSProfile (e.g. :data:`IMAGE_QOS`)
+    :return: dict with ``qos_profile``, ``qos_overriding_options`` and ``event_callbacks``
+    """
+    def on_incompatible_qos(event):
+        name = node.resolve_topic_name(topic)
+        try:
+            policy = QoSPolicyKind(event.last_policy_kind).name
+        except ValueError:
+            policy = str(event.last_policy_kind)
+        node.get_logger().warning(
+            f'a publisher on {name} offers a QoS this subscription cannot match (policy '
+            f'{policy}, {event.total_count} so far); no data arrives from it.  For a best-effort '
+            f'driver set qos_overrides.{name}.subscription.reliability: best_effort in the '
+            "node's parameters (lossless only with the large shared-memory Fast DDS profile)")
+
+    return {'qos_profile': copy.copy(qos),
+            'qos_overriding_options': QoSOverridingOptions.with_default_policies(),
+            'event_callbacks': SubscriptionEventCallbacks(incompatible_qos=on_incompatible_qos)}
 
 
 def latched_qos(depth=1):
