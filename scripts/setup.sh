@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a machine without ROS 2 for this package: Debian libraries for headless MuJoCo (EGL) and the
 # devices, then .venv with the pinned requirements and this package (editable). Idempotent: a second
-# run only checks stamps and takes seconds.
+# run only checks stamps and takes seconds. Not for a machine with ROS 2 installed: requirements.txt
+# holds the ROS wheels (README, "On a robot", is the lab path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 stamp=.venv/.requirements.sha256
-want=$(cat requirements.txt setup.py | sha256sum | cut -d' ' -f1)
+# requirements.txt only includes the files of requirements/ (-r): hash them all.
+want=$(cat requirements.txt requirements/*.txt setup.py | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
   exit 0
 fi
