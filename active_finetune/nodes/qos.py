@@ -53,10 +53,11 @@ config/robot.yaml, for policy and demo_recorder)::
         subscription:
           reliability: best_effort         # also: history, depth
 
-Trade-off (table above): best effort delivers every frame only with the large SHM profile on
-both sides (one machine); over UDP it drops most 640x480 frames (84-98 % here), where reliable
-loses none but waits ~13 ms.  An incompatible publisher is reported in the node's log with the
-parameter to set.
+Trade-off (table above and results/bench_image_transport.json): best effort delivers every
+640x480 frame only when the publisher has the large SHM profile too (one machine); over UDP
+fragments it dropped 46-98 % of them in three runs here, where reliable lost none but took
+~13-14 ms (p50).  An incompatible publisher is reported in the node's log with the parameter
+to set.
 
 Other profiles (DESIGN.md, STYLE.md):
 
