@@ -174,7 +174,8 @@ class ConsoleState:
         self._lock = threading.Lock()
         self._events = collections.deque(maxlen=max_events)
         self._values = {'next_task': None, 'recorder': None, 'policy': None, 'trainer': None,
-                        'checkpoint': None, 'evaluation': None, 'estop': None, 'mux': None}
+                        'checkpoint': None, 'evaluation': None, 'estop': None, 'mux': None,
+                        'graph': None}
         self._keys_enabled = False
         self._input_note = 'keys not read yet'
 
@@ -434,6 +435,30 @@ class ConsoleState:
         if old is None or old['source'] != new['source']:
             self.add_event(f'robot commands from {new["source"]}')
 
+    def on_graph(self, nodes, mux_running):
+        """
+        Take a look at the ROS graph: which other nodes run, and whether the command mux does.
+
+        The estop banner trusts only the command mux's own ``mux/status``; these tell it when
+        there is nobody to confirm anything (no graph, or no mux).
+
+        :param nodes: names of the other nodes the console sees (itself excluded)
+        :param mux_running: True when ``mux/status`` has a publisher
+        """
+        graph = {'nodes': sorted(str(n) for n in nodes), 'mux_running': bool(mux_running)}
+        with self._lock:
+            old = self._values['graph']
+            self._values['graph'] = graph
+        if not graph['nodes'] and (old is None or old['nodes']):
+            self.add_event('no nodes found: is the graph running (ros2 launch, af-runner) in '
+                           'this ROS_DOMAIN_ID?', 'error')
+        elif graph['nodes'] and old is not None and not old['nodes']:
+            self.add_event(f'{len(graph["nodes"])} nodes found')
+        if graph['nodes'] and not graph['mux_running'] and (old is None or old['mux_running']):
+            self.add_event('command mux not running: nothing confirms the estop', 'error')
+        elif graph['mux_running'] and old is not None and not old['mux_running']:
+            self.add_event('command mux running')
+
     @property
     def estop(self):
         """:return: the newest estop value (None before any estop message)."""
@@ -445,7 +470,8 @@ class ConsoleState:
         Copy the state into a plain dict for rendering.
 
         :return: dict with keys next_task, recorder, policy, trainer, checkpoint,
-            evaluation (each a dict or None), estop (bool or None), mux, events
+            evaluation (each a dict or None), estop (bool or None), mux, graph (None before
+            the first look, else nodes and mux_running), events
             (oldest first), keys_enabled and input_note
         """
         with self._lock:
@@ -515,19 +541,39 @@ class ConsoleView:
                     _footer(state))
 
 
+def _banner(text, style, panel_style):
+    return Panel(Text(text, style=style, justify='center'), style=panel_style)
+
+
 def _estop_banner(state):
-    estop = state.get('estop')
-    mux = state.get('mux') or {}
-    mux_estop = bool(mux.get('estop'))
-    if estop or mux_estop:
-        detail = 'estop topic' if estop else 'command mux still latched'
-        text = Text(f'ESTOP ENGAGED: robot commands held at zero ({detail})',
-                    style='bold white on red', justify='center')
-        return Panel(text, style='red')
-    if estop is None:
-        return Panel(Text('estop: no message yet (assumed released)', style='yellow',
-                          justify='center'), style='yellow')
-    return Panel(Text('estop released', style='bold green', justify='center'), style='green')
+    """
+    Show the estop as the command mux confirms it (mux/status), never as merely requested.
+
+    ``estop`` is the newest value on the estop topic (the console's own key press included);
+    only the mux holds the robot's commands at zero, so only its ``mux/status`` says ENGAGED.
+    """
+    requested = state.get('estop')
+    mux = state.get('mux')
+    graph = state.get('graph')
+    sent = {True: 'estop engage sent', False: 'estop release sent', None: 'no estop sent'}[
+        requested]
+    if graph is not None and not graph['nodes']:
+        return _banner(f'NO NODES FOUND: no command mux confirms the estop ({sent}); is the '
+                       'graph running in this ROS_DOMAIN_ID?', 'bold white on red', 'red')
+    if graph is not None and not graph['mux_running']:
+        return _banner(f'COMMAND MUX NOT RUNNING: the estop is not confirmed ({sent})',
+                       'bold white on red', 'red')
+    if mux is not None and mux['estop']:
+        detail = ('release sent, command mux still latched' if requested is False
+                  else 'confirmed by the command mux')
+        return _banner(f'ESTOP ENGAGED: robot commands held at zero ({detail})',
+                       'bold white on red', 'red')
+    if requested:
+        waiting = 'no mux/status yet' if mux is None else 'the mux reports it released'
+        return _banner(f'ESTOP SENT, NOT CONFIRMED: {waiting}', 'bold white on red', 'red')
+    if mux is None:
+        return _banner('estop: no mux/status yet, state unknown', 'yellow', 'yellow')
+    return _banner('estop released', 'bold green', 'green')
 
 
 def _next_task_panel(state):

@@ -8,6 +8,10 @@ why (every task's score as a bar, budget, round), the recording state, the
 policy and trainer, per-task success, the estop, and the newest events.  The
 state and its rendering live in :mod:`active_finetune.console_view`.
 
+The estop banner shows what the command mux confirms on ``mux/status``, not
+what was sent on ``estop``; every ``GRAPH_CHECK_PERIOD_S`` the console looks at
+the ROS graph and says so when no other node runs or the mux does not.
+
 Keys (read only when stdin is a terminal; otherwise the console is display-only
 and says so): ``r`` recorder/start, ``s`` recorder/stop, ``d`` recorder/discard,
 ``k`` operator/skip (std_srvs/Trigger, called asynchronously with a deadline,
@@ -52,6 +56,9 @@ KEY_SERVICES = {'r': 'recorder/start', 's': 'recorder/stop', 'd': 'recorder/disc
 PENDING_CHECK_PERIOD_S = 0.1
 """How often unanswered service calls are checked against their deadline (s)."""
 
+GRAPH_CHECK_PERIOD_S = 1.0
+"""How often the console looks at the ROS graph: other nodes, a publisher of mux/status (s)."""
+
 
 class OperatorConsoleNode(Node):
     """
@@ -87,6 +94,14 @@ class OperatorConsoleNode(Node):
         for qos in (LATCHED_QOS, COMMAND_QOS):
             self.create_subscription(Bool, 'estop', self._guarded('estop', state.on_estop), qos)
         self.create_timer(PENDING_CHECK_PERIOD_S, self._expire_pending_calls)
+        self.create_timer(GRAPH_CHECK_PERIOD_S, self.check_graph)
+
+    def check_graph(self):
+        """Tell the console state which other nodes run and whether the command mux does."""
+        own = (self.get_name(), self.get_namespace())
+        nodes = [name for name, namespace in self.get_node_names_and_namespaces()
+                 if (name, namespace) != own]
+        self.console_state.on_graph(nodes, self.count_publishers('mux/status') > 0)
 
     def _guarded(self, topic, handler):
         """Wrap a state handler so that nothing a message does can stop the executor."""

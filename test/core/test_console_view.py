@@ -119,7 +119,13 @@ def test_render_shows_chosen_task_bars_budget_recording_and_estop():
     assert 'RECORDING' in text
     assert '8.9 s' in text  # 8.4 s reported + 0.5 s since the message arrived
     assert '252 frames' in text
-    assert 'ESTOP ENGAGED' in text
+    # Sent, but no mux/status confirms it: not shown as engaged.
+    assert 'ESTOP SENT, NOT CONFIRMED: no mux/status yet' in text
+    assert 'ESTOP ENGAGED' not in text
+    state.on_mux_status(json.dumps({'source': 'none', 'estop': True, 'code': 'estop',
+                                    'reason': 'estop engaged'}))
+    text = render_text(state.snapshot(), width=100, now_s=clock.monotonic)
+    assert 'ESTOP ENGAGED: robot commands held at zero (confirmed by the command mux)' in text
     chosen = lines_with(text, ' pick-place ')
     chosen_rows = [line for line in chosen if '0.951' in line]
     assert len(chosen_rows) == 1 and '>' in chosen_rows[0] and '\u2588' in chosen_rows[0]
@@ -162,9 +168,41 @@ def test_empty_state_renders_waiting_messages():
     text = render_text(make_state().snapshot(), width=100, now_s=0.0)
     assert 'waiting for operator/next_task' in text
     assert 'no recorder/status yet' in text
-    assert 'estop: no message yet' in text
+    assert 'estop: no mux/status yet, state unknown' in text
     assert 'no events yet' in text
     assert 'display only: keys not read yet' in text
+
+
+def banner(state):
+    return render_text(state.snapshot(), width=140, now_s=0.0).splitlines()[1]
+
+
+def test_estop_banner_trusts_only_the_command_mux_and_says_when_nothing_runs():
+    state = ConsoleState()
+    state.on_estop(True)  # the console's own publish comes back on the estop topic
+    assert 'ESTOP SENT, NOT CONFIRMED: no mux/status yet' in banner(state)
+    state.on_graph([], mux_running=False)
+    assert 'NO NODES FOUND' in banner(state) and 'estop engage sent' in banner(state)
+    assert 'no nodes found' in state.snapshot()['events'][-1]['text']
+    state.on_graph(['policy', 'trainer'], mux_running=False)
+    assert 'COMMAND MUX NOT RUNNING: the estop is not confirmed' in banner(state)
+    state.on_graph(['command_mux', 'policy', 'trainer'], mux_running=True)
+    assert 'ESTOP SENT, NOT CONFIRMED' in banner(state)
+    state.on_mux_status(json.dumps({'source': 'none', 'estop': True, 'code': 'estop',
+                                    'reason': 'estop engaged'}))
+    assert 'ESTOP ENGAGED' in banner(state) and 'confirmed by the command mux' in banner(state)
+    state.on_estop(False)
+    assert 'command mux still latched' in banner(state)
+    state.on_mux_status(json.dumps({'source': 'none', 'estop': False, 'code': 'ok',
+                                    'reason': ''}))
+    assert 'estop released' in banner(state) and 'ESTOP' not in banner(state)
+    # The mux dies: its last (latched) status is no confirmation any more.
+    state.on_mux_status(json.dumps({'source': 'none', 'estop': True, 'code': 'estop',
+                                    'reason': 'estop engaged'}))
+    state.on_graph(['policy', 'trainer'], mux_running=False)
+    assert 'COMMAND MUX NOT RUNNING' in banner(state) and 'ENGAGED' not in banner(state)
+    events = [e['text'] for e in state.snapshot()['events']]
+    assert events[-1] == 'command mux not running: nothing confirms the estop'
 
 
 def test_footer_shows_keys_or_why_it_is_display_only():

@@ -11,6 +11,8 @@ import termios
 import threading
 import time
 
+from active_finetune.console_view import render_text
+from active_finetune.nodes.command_mux_node import CommandMuxNode
 from active_finetune.nodes.operator_console import KEY_SERVICES, KeyReader, OperatorConsoleNode
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 import pytest
@@ -192,6 +194,37 @@ def test_estop_key_toggles_a_latched_estop(ros, wait_for):
     assert has_event(console, 'estop engage sent') and has_event(console, 'estop released')
 
 
+def banner(console):
+    return render_text(console.console_state.snapshot(), width=140, now_s=0.0).splitlines()[1]
+
+
+def test_estop_banner_shows_what_the_command_mux_confirms(ros, wait_for):
+    console = start_console(ros, max_events=20)
+    # Only the console and the test's helper node: no mux, so an estop is not confirmed.
+    assert wait_for(lambda: (console.console_state.snapshot()['graph'] or {}).get('nodes'), 5.0)
+    assert 'COMMAND MUX NOT RUNNING' in banner(console)
+    assert wait_for(lambda: console.count_subscribers('estop') >= 2, 5.0)
+    console.handle_key('e')
+    assert wait_for(lambda: console.console_state.estop is True, 5.0)
+    assert 'COMMAND MUX NOT RUNNING' in banner(console) and 'ENGAGED' not in banner(console)
+    ros.add_node(CommandMuxNode(context=ros.context))
+    assert wait_for(lambda: 'ESTOP ENGAGED' in banner(console), 10.0), banner(console)
+    assert 'confirmed by the command mux' in banner(console)
+    assert has_event(console, 'command mux running')
+
+
+def test_console_alone_says_no_nodes_found():
+    """af-console --once with nothing else in the graph (discovery off: nobody can be seen)."""
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='OFF')
+    result = subprocess.run(
+        [sys.executable, '-m', 'active_finetune.nodes.operator_console', '--once',
+         '--ros-args', '-p', 'once_wait_s:=2.5'],
+        capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert 'NO NODES FOUND' in result.stdout, result.stdout
+    assert 'ESTOP ENGAGED' not in result.stdout
+
+
 def test_quit_and_unknown_keys(ros):
     console = start_console(ros)
     assert console.handle_key('x') is False
@@ -256,7 +289,9 @@ def test_console_in_a_terminal_sends_estop_and_restores_the_terminal_on_sigterm(
         os.write(master, b'e')
         assert wait_for(lambda: len(received) == 1, 10.0)
         assert received.last.data is True
-        assert b'ESTOP ENGAGED' in _read_until(master, b'ESTOP ENGAGED', 10.0)
+        # No command mux runs here: the banner says so, it does not claim ESTOP ENGAGED.
+        shown = _read_until(master, b'COMMAND MUX NOT RUNNING', 10.0)
+        assert b'COMMAND MUX NOT RUNNING' in shown and b'ESTOP ENGAGED' not in shown
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(timeout=15) == 0
         assert termios.tcgetattr(slave) == before
