@@ -299,8 +299,12 @@ def installed(tmp_path_factory):
     (tools / Path(dist_info).name).symlink_to(dist_info)
     build, install = root / 'build' / PACKAGE, root / 'install' / PACKAGE
     build.mkdir(parents=True)
-    version = f'python{sys.version_info.major}.{sys.version_info.minor}'
-    python_lib = install / 'lib' / version / 'site-packages'
+    # colcon: os.path.join(install_base, get_python_lib(prefix=install_base)), made beforehand.
+    where = subprocess.run(
+        [str(python), '-c', 'import sys, sysconfig; print(sysconfig.get_path("purelib", '
+         'vars={"base": sys.argv[1], "platbase": sys.argv[1]}))', str(install)],
+        capture_output=True, text=True, check=True, timeout=60)
+    python_lib = Path(where.stdout.strip())
     python_lib.mkdir(parents=True)
     # colcon-core task/python/build.py, `colcon build` without --symlink-install:
     command = [str(python), 'setup.py', 'egg_info', '--egg-base', os.path.relpath(build, source),
