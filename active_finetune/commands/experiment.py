@@ -230,7 +230,9 @@ def _auc(demos, curve):
     """Area under a success-versus-demos curve divided by its demo range (its mean height)."""
     if len(demos) < 2 or demos[-1] == demos[0]:
         return float(np.mean(curve))
-    return float(np.trapezoid(curve, demos) / (demos[-1] - demos[0]))
+    # np.trapezoid is numpy 2; ROS machines run numpy 1.26 (np.trapz).
+    trapezoid = getattr(np, 'trapezoid', None) or np.trapz
+    return float(trapezoid(curve, demos) / (demos[-1] - demos[0]))
 
 
 #: Keys of summary.json that are not variants.
