@@ -89,7 +89,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup_cli(args.threads)
     policy, config = load_checkpoint(args.checkpoint)
-    camera = args.camera or config.get('provenance', {}).get('camera') or 'corner3'
+    camera = args.camera or config.get('provenance', {}).get('camera') or 'workspace'
     sim = SimConfig(image_size=policy.config.image_size, camera=camera,
                     max_steps=args.max_steps)
     tasks = args.tasks.split(',')

@@ -16,7 +16,7 @@ _LOG = logging.getLogger('active_finetune.pretrain')
 
 
 def pretrain(mix, tasks, observation, image_size, train_config, seed, workers, noise_std=0.0,
-             log_dir=None, progress=True, camera='corner3', max_steps=200):
+             log_dir=None, progress=True, camera='workspace', max_steps=200):
     """
     Collect demos for ``mix`` and train a fresh policy on them.
 
@@ -81,7 +81,7 @@ def main(argv=None):
                         help="tasks the policy knows: 'mt10' or a comma list")
     parser.add_argument('--observation', choices=('image', 'state'), default='image')
     parser.add_argument('--image-size', type=int, default=96)
-    parser.add_argument('--camera', default='corner3',
+    parser.add_argument('--camera', default='workspace',
                         help="simulator camera: 'workspace' or a Meta-World camera name")
     parser.add_argument('--steps', type=int, default=4000)
     parser.add_argument('--batch-size', type=int, default=128)

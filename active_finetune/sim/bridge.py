@@ -74,7 +74,7 @@ class SimBridgeConfig:
     image_size: int = field(default=96, metadata={
         'description': 'side of the square camera image (px)', 'range': (16, 1024),
         'read_only': True})
-    camera: str = field(default='corner3', metadata={
+    camera: str = field(default='workspace', metadata={
         'description': 'camera rendered to camera/image_raw: a Meta-World camera name or '
                        '"workspace" (a free camera framing the table)', 'read_only': True})
     rate_hz: float = field(default=20.0, metadata={

@@ -71,7 +71,7 @@ class SimConfig:
 
     image_size: int = 96
     """Square camera image side, pixels; 0 means state-only (no rendering)."""
-    camera: str = 'corner3'
+    camera: str = 'workspace'
     """A camera of the Meta-World model (e.g. 'corner3') or a key of :data:`FREE_CAMERAS`."""
     max_steps: int = 200
     """Episode horizon in control steps."""
