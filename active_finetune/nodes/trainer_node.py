@@ -162,6 +162,7 @@ class TrainerNode(Node):
             max_proprio_std=self.settings.max_proprio_std,
             workspace_min_m=self.settings.workspace_min_m,
             workspace_max_m=self.settings.workspace_max_m,
+            cap_alpha_by_pretraining=self.settings.cap_alpha_by_pretraining,
             baseline_evaluation=self._baseline_evaluation())
         self._queue = self._ctx.Queue()
         self._process = self._ctx.Process(target=run_round, args=(job, self._queue), daemon=True,

@@ -190,8 +190,10 @@ class TaskPolicy(nn.Module):
     With ``adaptive_prior`` the module also holds a frozen copy ``prior`` of the pretrained
     weights, a per-task logit and a per-task gate; the output mean is
     ``alpha(c) * mean_ft + (1 - alpha(c)) * mean_prior`` with
-    ``alpha(c) = gate(c) * sigmoid(logit(c))``.  The gate is 1 only for tasks the fine-tuning
-    data contains, so a task without demos is served by the pretrained weights exactly.
+    ``alpha(c) = gate(c) * sigmoid(logit(c))``.  The gate is 0 for a task the fine-tuning data
+    does not contain, so a task without demos is served by the pretrained weights exactly; for a
+    demonstrated task it is 1, or its share of the demos when the pretraining counts are known
+    (:func:`active_finetune.training.bc.evidence_gate`).
     """
 
     def __init__(self, config):

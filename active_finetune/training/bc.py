@@ -201,7 +201,31 @@ def _bc_loss(config, mean, log_std, target):
     return (mean - target).pow(2).sum(-1).mean()
 
 
-def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None, anchor=None):
+def evidence_gate(task_counts, pretraining_counts, tasks):
+    """
+    Largest mixture weight each task may give the fine-tuned network: its share of the demos.
+
+    ``n_ft / (n_ft + n_pre)`` with n_ft the task's fine-tuning demos and n_pre the demos the
+    pretrained policy learnt it from: one new demo of a task pretrained on 40 may move its output
+    by at most 1/41, so a handful of demos cannot overwrite what pretraining knew (the network
+    fits one demo perfectly, so alpha learnt on that demo alone would go to 1); a task without
+    pretraining demos gets 1, a task without fine-tuning demos 0.
+
+    :param task_counts: dict task -> fine-tuning demos
+    :param pretraining_counts: dict task -> pretraining demos (missing = 0)
+    :param tasks: the policy's tasks, in order
+    :return: list of floats in [0, 1], one per task
+    """
+    gate = []
+    for task in tasks:
+        n_ft = float(task_counts.get(task, 0))
+        n_pre = max(0.0, float(pretraining_counts.get(task, 0)))
+        gate.append(n_ft / (n_ft + n_pre) if n_ft > 0 else 0.0)
+    return gate
+
+
+def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None, anchor=None,
+             pretraining_counts=None):
     """
     Behaviour cloning on ``dataset``, starting from ``policy``'s weights.
 
@@ -224,6 +248,9 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
     :param progress: show a progress bar
     :param log_fn: optional callable(step, metrics dict) called every 100 steps
     :param anchor: the pretrained :class:`TaskPolicy` pi_0 for ``l2_init`` (None: see above)
+    :param pretraining_counts: dict task -> demos pi_0 was pretrained on; with the adaptive prior
+        it caps each task's alpha at its share of the demos (:func:`evidence_gate`).  None: no
+        cap (alpha of a demonstrated task may reach 1)
     :return: (trained policy in eval mode, final metrics dict)
     :raises EmptyDatasetError: if the dataset is empty
     """
@@ -246,7 +273,11 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
     groups = [{'params': [p for p in model.net.parameters() if p.requires_grad]}]
     if config.forgetting_control == 'adaptive_prior':
         with torch.no_grad():
-            model.alpha_gate[seen] = 1.0
+            if pretraining_counts is None:
+                model.alpha_gate[seen] = 1.0
+            else:
+                model.alpha_gate.copy_(torch.as_tensor(evidence_gate(
+                    dataset.task_counts, pretraining_counts, model.config.tasks)))
     alpha_start = int(config.alpha_start_fraction * config.steps)
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)

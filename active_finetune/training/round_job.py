@@ -46,6 +46,12 @@ class RoundJob:
     """Demos recorded so far, failed ones included (budget accounting); -1 = len(episode_paths).
     The episodes of ``episode_paths`` skipped this round are subtracted in the result."""
     anchor_checkpoint: str = ''
+    cap_alpha_by_pretraining: bool = True
+    """
+    Cap each task's adaptive-prior weight at its share of the demos, using the pretraining mix
+    recorded in the anchor checkpoint's provenance (see :func:`~active_finetune.training.bc.
+    evidence_gate`); no effect when the checkpoint records no mix.
+    """
     baseline_evaluation: dict = field(default_factory=dict)
     """
     Evaluation of the pretrained checkpoint with these evaluation settings (see
@@ -161,10 +167,17 @@ def _run_round(job, queue):
     anchor = None
     if config.forgetting_control == 'l2_init' and job.anchor_checkpoint:
         anchor, _ = load_checkpoint(job.anchor_checkpoint)
+    pretraining_counts = None
+    if job.cap_alpha_by_pretraining and job.anchor_checkpoint:
+        from active_finetune.policy.checkpoint import read_checkpoint_config
+        mix = read_checkpoint_config(job.anchor_checkpoint).get('provenance', {}).get('mix')
+        if isinstance(mix, dict):
+            pretraining_counts = {str(t): int(n) for t, n in mix.items()}
     t0 = time.perf_counter()
     if episodes:
         policy, metrics = train_bc(policy, DemoDataset(episodes, policy.config), config,
-                                   log_fn=log_fn, anchor=anchor)
+                                   log_fn=log_fn, anchor=anchor,
+                                   pretraining_counts=pretraining_counts)
     else:
         # Nothing usable this round (every demo failed or was unreadable): the new version keeps
         # the weights, so the loop (selector, policy) moves on instead of waiting forever.

@@ -45,6 +45,11 @@ class TrainerSettings:
         'range': (0, 1000)})
     evaluate_max_steps: int = field(default=150, metadata={
         'description': 'horizon of an evaluation episode (control steps)', 'range': (1, 10000)})
+    cap_alpha_by_pretraining: bool = field(default=True, metadata={
+        'description': "adaptive prior: cap each task's mixture weight at its share of the demos, "
+                       'n_new / (n_new + n_pretraining), with the pretraining mix recorded in '
+                       'initial_checkpoint (so a few demos of a well-pretrained task cannot '
+                       'overwrite it); no effect when the checkpoint records no mix'})
     baseline_evaluation_path: str = field(default='', metadata={
         'description': 'JSON evaluation of initial_checkpoint with the same evaluate_episodes '
                        'and evaluate_max_steps (written by af-demo-loop); tasks still served by '

@@ -187,3 +187,16 @@ def test_a_skipped_task_leaves_the_candidates_but_stays_a_target(pretrained):
     assert payload['task'] != 'push-v3' and 'push-v3' not in payload['scores']
     for candidate, terms in payload['terms'].items():
         assert set(terms) == set(TASKS), candidate
+
+
+def test_a_few_demos_of_a_well_pretrained_task_cannot_overwrite_it(pretrained):
+    from active_finetune.training.bc import evidence_gate
+    assert evidence_gate({'reach-v3': 1, 'push-v3': 2}, {'reach-v3': 40}, TASKS) == \
+        [1 / 41, 1.0, 0.0]
+    data = DemoDataset([demo('reach-v3', 60), demo('push-v3', 61)], pretrained.config)
+    tuned, metrics = train_bc(pretrained, data, TrainConfig(steps=200, batch_size=32, seed=0),
+                              pretraining_counts={'reach-v3': 40, 'door-open-v3': 40})
+    assert 0 < metrics['alpha']['reach-v3'] <= 1 / 41
+    assert metrics['alpha']['push-v3'] > 0.5 and metrics['alpha']['door-open-v3'] == 0.0
+    # The cap travels with the checkpoint: the next round starts from it.
+    assert float(tuned.alpha_gate[0]) == pytest.approx(1 / 41)
