@@ -124,7 +124,9 @@ def test_package_xml_declares_every_ros_package_the_code_imports_or_launches():
     exec_depends = dependencies(('depend', 'exec_depend'))
     assert ros <= exec_depends, sorted(ros - exec_depends)
     launched = set()
-    for path in (SOURCE_ROOT / 'launch').glob('*.launch.py'):
+    launch_sources = sorted((SOURCE_ROOT / 'launch').glob('*.launch.py')) + [
+        SOURCE_ROOT / PACKAGE / 'nodes' / 'launch_description.py']
+    for path in launch_sources:
         text = path.read_text()
         launched.update(re.findall(r"package='(\w+)'", text))
         launched.update(re.findall(r"get_package_share_directory\('(\w+)'\)", text))
@@ -366,6 +368,7 @@ def test_colcon_build_installs_the_data_files_where_ros2_launch_and_the_graph_lo
     for subpackage in ('nodes', 'policy', 'training', 'amf', 'data', 'commands', 'sim',
                        'devices'):
         assert (lib / PACKAGE / subpackage / '__init__.py').is_file(), subpackage
+    assert (lib / PACKAGE / 'nodes' / 'launch_description.py').is_file(), 'launch files import it'
     assert not (lib / 'test').exists() and not (lib / 'bench').exists()
     assert list(lib.glob(f'{PACKAGE}-*.egg-info')), 'entry points need the egg-info'
 

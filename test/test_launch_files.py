@@ -1,21 +1,27 @@
 """
 The launch files: real launch/launch_ros descriptions whose nodes come from active_finetune.graph.
 
-``launch`` and ``launch_ros`` are not installable here (ENVIRONMENT.md: no distribution on the
-reachable registries; the PyPI package named ``launch`` is an unrelated tool), so the launch files
-cannot be loaded by launch's Python loader in this test.  Instead the test checks, from their
-syntax tree, that each builds its arguments and Node actions from ``load_graph(<its graph>)``
-(so node names, executables, parameters, remappings and namespaces are the runner's by
-construction), that every DeclareLaunchArgument has a description, that the graphs declare the
-same arguments, and that each sets the Fast DDS profile the runner sets.  The launch files load
-the graph with ``validate=False`` (``ros2 launch`` runs in the system Python, without the lab's
-venv and its torch): tests here check that this imports nothing heavy and gives exactly the
-validated result.  The driver-facing arguments (namespace, camera_topic, use_camera) are
-checked on the graph, and a namespaced node's parameter file is checked with rclpy itself.
+Each launch file returns ``generate_graph_launch_description(GRAPH)`` of
+active_finetune/nodes/launch_description.py, the one module that builds the arguments and actions
+of every graph.  ``launch`` and ``launch_ros`` are not installable here (ENVIRONMENT.md: no
+distribution on the reachable registries; the PyPI package named ``launch`` is an unrelated tool),
+so the launch files cannot be loaded by launch's own Python loader in this test.  Instead the test
+checks, from the syntax tree, that the shared module builds the arguments and Node actions from
+``load_graph(<the graph>)`` (so node names, executables, parameters, remappings and namespaces are
+the runner's by construction), that every DeclareLaunchArgument has a description, that the
+graphs declare the same arguments, and that the Fast DDS profile the runner sets is set; and it
+loads each launch file, as ``ros2 launch`` does, with recording stand-ins for launch, launch_ros
+and ament_index_python, to check the arguments and actions it gives and that loading it imports
+nothing heavy.  The graph is loaded with ``validate=False`` (``ros2 launch`` runs in the system
+Python, without the lab's venv and its torch): tests here check that this imports nothing heavy
+and gives exactly the validated result.  The driver-facing arguments (namespace, camera_topic,
+use_camera) are checked on the graph, and a namespaced node's parameter file is checked with
+rclpy itself.
 """
 
 import ast
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -27,10 +33,16 @@ import pytest
 
 LAUNCH_DIR = SOURCE_ROOT / 'launch'
 LAUNCH_GRAPHS = {'sim.launch.py': 'sim', 'robot.launch.py': 'robot', 'gazebo.launch.py': 'gazebo'}
+SHARED = SOURCE_ROOT / 'active_finetune' / 'nodes' / 'launch_description.py'
+SHARED_MODULE = 'active_finetune.nodes.launch_description'
 
 
 def parse(name):
     return ast.parse((LAUNCH_DIR / name).read_text(), filename=name)
+
+
+def parse_shared():
+    return ast.parse(SHARED.read_text(), filename=str(SHARED))
 
 
 def calls(tree, name):
@@ -47,20 +59,36 @@ def test_every_launch_file_is_known():
 
 
 @pytest.mark.parametrize('name, graph', sorted(LAUNCH_GRAPHS.items()))
-def test_launch_file_builds_its_nodes_from_its_graph(name, graph):
+def test_launch_file_returns_the_shared_description_of_its_graph(name, graph):
     tree = parse(name)
-    functions = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
-    assert 'generate_launch_description' in functions
+    assert ast.get_docstring(tree)
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    assert list(functions) == ['generate_launch_description']
     assigned = {t.id: a.value.value for a in tree.body
                 if isinstance(a, ast.Assign) and isinstance(a.value, ast.Constant)
                 for t in a.targets if isinstance(t, ast.Name)}
-    assert assigned['GRAPH'] == graph
+    assert assigned == {'GRAPH': graph}
+    imports = [(i.module, a.name) for i in tree.body if isinstance(i, (ast.Import, ast.ImportFrom))
+               for a in i.names]
+    assert imports == [(SHARED_MODULE, 'generate_graph_launch_description')]
+    returns = [ast.unparse(r.value) for r in ast.walk(functions['generate_launch_description'])
+               if isinstance(r, ast.Return)]
+    assert returns == ['generate_graph_launch_description(GRAPH)']
+
+
+def test_shared_launch_description_builds_the_nodes_from_the_graph():
+    tree = parse_shared()
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    assert [a.arg for a in functions['generate_graph_launch_description'].args.args] == [
+        'graph_name']
     imports = {(i.module, a.name) for i in tree.body if isinstance(i, ast.ImportFrom)
                for a in i.names}
     assert ('active_finetune.graph', 'load_graph') in imports
     assert ('launch_ros.actions', 'Node') in imports
-    for call in calls(tree, 'load_graph'):
-        assert isinstance(call.args[0], ast.Name) and call.args[0].id == 'GRAPH'
+    load_calls = calls(tree, 'load_graph')
+    assert load_calls
+    for call in load_calls:
+        assert isinstance(call.args[0], ast.Name) and call.args[0].id == 'graph_name'
         assert ast.unparse(keywords(call)['validate']) == 'False', ast.unparse(call)
     package_nodes = [c for c in calls(tree, 'Node')
                      if ast.literal_eval(keywords(c)['package']) == 'active_finetune']
@@ -76,9 +104,23 @@ def test_launch_file_builds_its_nodes_from_its_graph(name, graph):
     assert ast.unparse(comprehension.generators[0].iter) == 'graph.nodes'
 
 
-@pytest.mark.parametrize('name', sorted(LAUNCH_GRAPHS))
-def test_every_launch_argument_has_a_description(name):
-    declared = calls(parse(name), 'DeclareLaunchArgument')
+def test_only_the_ros_layer_imports_launch_and_launch_ros():
+    """The ROS-free core (outside active_finetune/nodes) never imports launch or launch_ros."""
+    for path in sorted((SOURCE_ROOT / 'active_finetune').rglob('*.py')):
+        if 'nodes' in path.relative_to(SOURCE_ROOT / 'active_finetune').parts[:-1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            assert not {n.split('.')[0] for n in names} & {'launch', 'launch_ros'}, path
+
+
+def test_every_launch_argument_has_a_description():
+    declared = calls(parse_shared(), 'DeclareLaunchArgument')
     assert declared
     for call in declared:
         assert 'description' in keywords(call), ast.unparse(call)
@@ -142,6 +184,101 @@ def test_launch_graph_imports_no_torch_rclpy_or_numpy():
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+LOAD_LAUNCH_FILE = """
+import json, os, runpy, sys, types
+
+class Action:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+class LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
+
+    def perform(self, context):
+        return context[self.name]
+
+def module(name, **attributes):
+    sys.modules[name] = types.ModuleType(name)
+    sys.modules[name].__dict__.update(attributes, __path__=[])
+
+kinds = ('LaunchDescription', 'DeclareLaunchArgument', 'IncludeLaunchDescription',
+         'OpaqueFunction', 'SetEnvironmentVariable', 'PythonLaunchDescriptionSource', 'Node')
+stand_ins = {kind: type(kind, (Action,), {}) for kind in kinds}
+module('launch', LaunchDescription=stand_ins['LaunchDescription'])
+module('launch.actions', **stand_ins)
+module('launch.launch_description_sources', **stand_ins)
+module('launch.substitutions', LaunchConfiguration=LaunchConfiguration)
+module('launch_ros')
+module('launch_ros.actions', Node=stand_ins['Node'])
+module('ament_index_python')
+module('ament_index_python.packages', get_package_share_directory=lambda p: '/share/' + p)
+
+def describe(action):
+    kind = type(action).__name__
+    if kind == 'SetEnvironmentVariable':
+        return [kind] + list(action.args)
+    if kind == 'Node':
+        return [kind, action.kwargs['package'], action.kwargs['name'],
+                action.kwargs['namespace']]
+    return [kind]
+
+entities = runpy.run_path(sys.argv[1])['generate_launch_description']().args[0]
+declared = [e for e in entities if type(e).__name__ == 'DeclareLaunchArgument']
+opaque = [e for e in entities if type(e).__name__ == 'OpaqueFunction']
+assert entities == declared + opaque and len(opaque) == 1
+defaults = {e.args[0]: e.kwargs['default_value'] for e in declared}
+runs = {}
+for case, environment, profile in [('default', None, defaults['fastdds_profile']),
+                                   ('set in environment', '/lab.xml', defaults['fastdds_profile']),
+                                   ('given', '/lab.xml', '/given.xml'), ('off', None, '')]:
+    os.environ.pop('FASTRTPS_DEFAULT_PROFILES_FILE', None)
+    if environment:
+        os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = environment
+    context = dict(defaults, fastdds_profile=profile, namespace='arm1')
+    function = opaque[0].kwargs['function']
+    actions = function(context, *opaque[0].kwargs.get('args', ()),
+                       **(opaque[0].kwargs.get('kwargs') or {}))
+    runs[case] = [describe(action) for action in actions]
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in
+               ('torch', 'rclpy', 'numpy', 'cv2', 'scipy', 'mcap', 'mujoco', 'safetensors'))
+print(json.dumps({'declared': [[e.args[0], e.kwargs['default_value']] for e in declared],
+                  'runs': runs, 'heavy': heavy}))
+"""
+
+
+@pytest.mark.parametrize('name, graph', sorted(LAUNCH_GRAPHS.items()))
+def test_launch_file_loads_in_a_python_without_torch_and_gives_its_graph(name, graph, tmp_path):
+    """Load the file as ``ros2 launch`` does, with stand-ins for launch, launch_ros and ament."""
+    result = subprocess.run([sys.executable, '-c', LOAD_LAUNCH_FILE, str(LAUNCH_DIR / name)],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env=dict(os.environ, PYTHONPATH=str(SOURCE_ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert loaded['heavy'] == []
+    profile = '/share/active_finetune/config/fastdds_large_shm.xml'
+    expected = [[a.name, a.default] for a in load_graph(graph, validate=False).arguments]
+    expected.append(['fastdds_profile', profile])
+    simulator = []
+    if graph == 'gazebo':
+        expected += [['world', '/share/active_finetune/gazebo/worlds/tabletop.sdf'],
+                     ['gui', 'true'],
+                     ['bridge_config', '/share/active_finetune/config/gazebo_bridge.yaml']]
+        simulator = [['IncludeLaunchDescription'],
+                     ['Node', 'ros_gz_bridge', 'gz_bridge', '/arm1']]
+    assert loaded['declared'] == expected
+    nodes = [['Node', 'active_finetune', node.name, node.namespace] for node in load_graph(
+        graph, validate=False, arguments={'namespace': 'arm1'}).nodes]
+    assert nodes and all(node[3] == '/arm1' for node in nodes)
+    runs = loaded['runs']
+    assert runs['default'] == [['SetEnvironmentVariable', FASTDDS_PROFILES_ENV, profile]] + \
+        simulator + nodes
+    assert runs['set in environment'] == simulator + nodes
+    assert runs['given'] == [['SetEnvironmentVariable', FASTDDS_PROFILES_ENV, '/given.xml']] + \
+        simulator + nodes
+    assert runs['off'] == simulator + nodes
 
 
 def test_driver_arguments_namespace_camera_topic_and_use_camera():
@@ -211,9 +348,8 @@ def test_a_namespaced_node_reads_the_parameter_file_the_runner_writes(tmp_path):
     assert result.stdout.split() == ['/arm1/policy', '0.5']
 
 
-@pytest.mark.parametrize('name', sorted(LAUNCH_GRAPHS))
-def test_launch_files_give_the_nodes_the_runners_fast_dds_profile(name):
-    tree = parse(name)
+def test_launch_files_give_the_nodes_the_runners_fast_dds_profile():
+    tree = parse_shared()
     assigned = {t.id: a.value for a in tree.body if isinstance(a, ast.Assign)
                 for t in a.targets if isinstance(t, ast.Name)}
     assert ast.literal_eval(assigned['FASTDDS_PROFILES_ENV']) == FASTDDS_PROFILES_ENV
@@ -236,11 +372,11 @@ def test_the_installed_profile_file_is_the_runners_profile():
 
 
 def test_gazebo_launch_declares_world_gui_and_bridge_config():
-    declared_calls = calls(parse('gazebo.launch.py'), 'DeclareLaunchArgument')
+    declared_calls = calls(parse_shared(), 'DeclareLaunchArgument')
     declared = {ast.literal_eval(c.args[0]) for c in declared_calls
                 if isinstance(c.args[0], ast.Constant)}
     assert declared == {'world', 'gui', 'bridge_config', 'fastdds_profile'}
-    source = (LAUNCH_DIR / 'gazebo.launch.py').read_text()
+    source = SHARED.read_text()
     assert "'gazebo', 'worlds', 'tabletop.sdf'" in source
     assert "'config', 'gazebo_bridge.yaml'" in source
     assert "executable='parameter_bridge'" in source
