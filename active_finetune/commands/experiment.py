@@ -239,6 +239,11 @@ def _auc(demos, curve):
 SUMMARY_META_KEYS = ('paired', 'picks')
 #: Every variant is compared with these (when they ran).
 PAIRED_REFERENCES = ('uniform', 'privileged_rebalancing')
+ABLATION_PAIRS = (('amf-l2', 'uniform-l2'), ('amf', 'amf-l2'), ('amf', 'amf-features'))
+"""
+Pairs that change one factor: the strategy under L2-to-init, the forgetting control within AMF, the
+embedding within AMF.
+"""
 
 
 def summary_variants(summary):
@@ -260,29 +265,29 @@ def _paired(by_variant):
         aucs = {r['seed']: _auc([rd['demos_used'] for rd in r['rounds']],
                                 [rd['mean_success'] for rd in r['rounds']]) for r in rs}
         per_run[name] = curves, aucs
+    pairs = [(name, ref) for ref in PAIRED_REFERENCES if ref in by_variant
+             for name in sorted(by_variant) if name != ref]
+    pairs += [pair for pair in ABLATION_PAIRS if pair[0] in by_variant and pair[1] in by_variant]
     paired = {}
-    for ref in PAIRED_REFERENCES:
-        if ref not in by_variant:
+    for name, ref in pairs:
+        if f'{ref} - {name}' in paired or f'{name} - {ref}' in paired:
             continue
-        for name in sorted(by_variant):
-            if name == ref or f'{ref} - {name}' in paired:
-                continue
-            (curves_a, auc_a), (curves_b, auc_b) = per_run[name], per_run[ref]
-            auc = _paired_stats(name, ref, auc_a, auc_b)
-            if auc is None:
-                continue
-            demos = sorted({d for c in curves_a.values() for d in c} &
-                           {d for c in curves_b.values() for d in c})
-            per_demos = []
-            for d in demos:
-                stats = _paired_stats(name, ref,
-                                      {s: c[d] for s, c in curves_a.items() if d in c},
-                                      {s: c[d] for s, c in curves_b.items() if d in c})
-                if stats is not None:
-                    per_demos.append(dict(demos=d, **stats))
-            paired[f'{name} - {ref}'] = {
-                'a': name, 'b': ref, 'n': auc['n'], 'seed_ids': auc['seed_ids'],
-                'verdict': auc['verdict'], 'auc': auc, 'per_demos': per_demos}
+        (curves_a, auc_a), (curves_b, auc_b) = per_run[name], per_run[ref]
+        auc = _paired_stats(name, ref, auc_a, auc_b)
+        if auc is None:
+            continue
+        demos = sorted({d for c in curves_a.values() for d in c} &
+                       {d for c in curves_b.values() for d in c})
+        per_demos = []
+        for d in demos:
+            stats = _paired_stats(name, ref,
+                                  {s: c[d] for s, c in curves_a.items() if d in c},
+                                  {s: c[d] for s, c in curves_b.items() if d in c})
+            if stats is not None:
+                per_demos.append(dict(demos=d, **stats))
+        paired[f'{name} - {ref}'] = {
+            'a': name, 'b': ref, 'n': auc['n'], 'seed_ids': auc['seed_ids'],
+            'verdict': auc['verdict'], 'auc': auc, 'per_demos': per_demos}
     return paired
 
 

@@ -278,3 +278,14 @@ def test_pretraining_and_its_recollected_demos_use_the_operator_noise(tmp_path, 
     # max_steps), so the re-collected demos are a prefix of the pretraining demos.
     assert sim_config == experiment.SimConfig(image_size=0)
     assert calls['pretrain'] == ({'reach-v3': 3, 'push-v3': 0}, 7, 0.25)
+
+
+def test_ablations_are_paired_within_one_factor(tmp_path):
+    for seed in range(3):
+        fake_run(tmp_path, 'amf-l2', seed, [0.5, 0.3 + 0.01 * seed, 0.4])
+        fake_run(tmp_path, 'uniform-l2', seed, [0.5, 0.4, 0.5])
+        fake_run(tmp_path, 'amf', seed, [0.5, 0.7, 0.8])
+    paired = summarise(tmp_path)['paired']
+    assert set(paired) == {'amf-l2 - uniform-l2', 'amf - amf-l2'}
+    assert paired['amf-l2 - uniform-l2']['verdict'] == 'amf-l2 below uniform-l2'
+    assert paired['amf - amf-l2']['auc']['mean_diff'] > 0
