@@ -46,7 +46,13 @@ class EpisodeIndexError(ValueError):
     """An index entry that lacks a required field."""
 
 
-def _file_state(path):
+def file_state(path):
+    """
+    Size and modification time of a file, which change when it is rewritten or truncated.
+
+    :param path: file path
+    :return: (size in bytes, mtime in ns), or None if it cannot be read
+    """
     try:
         stat = os.stat(path)
     except OSError:
@@ -204,7 +210,7 @@ def list_saved_episodes(dataset_dir, reindex=True):
         try:
             entry = entry_for_file(path)
         except EpisodeFileError as exc:
-            _warn_once(('unusable', str(path), _file_state(path)), 'unindexed file %s is not a '
+            _warn_once(('unusable', str(path), file_state(path)), 'unindexed file %s is not a '
                        'usable episode, skipped: %s', path, exc.reason)
             continue
         LOGGER.warning('episode %s was missing from the index (crash after rename?); indexed now',

@@ -16,11 +16,10 @@ next round, until its file changes (same size and modification time = same verdi
 import base64
 import json
 import multiprocessing
-import os
 from pathlib import Path
 import queue as queue_module
 
-from active_finetune.data.episode_index import list_saved_episodes
+from active_finetune.data.episode_index import file_state, list_saved_episodes
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 from active_finetune.nodes.spin import run_node
@@ -93,21 +92,13 @@ class TrainerNode(Node):
     def _all_episodes(self):
         return self._countable(self._listed_episodes())
 
-    @staticmethod
-    def _signature(path):
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None
-        return stat.st_size, stat.st_mtime_ns
-
     def _countable(self, entries):
         """Leave out the episodes a round skipped, while their files are unchanged."""
         if not self._unusable:
             return entries
         return [e for e in entries
                 if e['path'] not in self._unusable
-                or self._unusable[e['path']] != self._signature(e['path'])]
+                or self._unusable[e['path']] != file_state(e['path'])]
 
     def _usable(self, entries):
         return [e for e in entries
@@ -229,7 +220,7 @@ class TrainerNode(Node):
         if result['version'] == self.version:
             return
         for skipped in result.get('skipped', []):
-            signature = self._signature(skipped['path'])
+            signature = file_state(skipped['path'])
             if self._unusable.get(skipped['path']) != signature:
                 self._unusable[skipped['path']] = signature
                 self.get_logger().warning(
