@@ -40,6 +40,11 @@ class LoopConfig:
     finetune: TrainConfig = field(default_factory=TrainConfig)
     target_weights: dict | None = None
     """mu over tasks; None = uniform."""
+    cap_alpha_by_pretraining: bool = True
+    """
+    Cap each task's mixture weight at its share of the demos, ``n_new / (n_new + n_pretrain)``
+    (as the trainer node does by default); False lets a demonstrated task's alpha reach 1.
+    """
     seed: int = 0
 
     def __post_init__(self):
@@ -95,7 +100,8 @@ class ActiveFinetuningLoop:
     :param sim_config: :class:`SimConfig` matching the policy's observations
     :param config: :class:`LoopConfig`
     :param pretraining: pretraining episodes (if known)
-    :param pretraining_counts: dict task -> pretraining demos (for privileged rebalancing)
+    :param pretraining_counts: dict task -> pretraining demos (privileged rebalancing, and the
+        alpha cap of ``config.cap_alpha_by_pretraining``)
     :param workers: processes for rollouts
     :param progress: progress bars
     """
@@ -113,8 +119,9 @@ class ActiveFinetuningLoop:
         self.progress = progress
         self.demos = []
         self.counts = dict.fromkeys(self.tasks, 0)
+        self.pretraining_counts = dict(pretraining_counts or {})
         self.strategy = make_strategy(config.strategy, tasks=self.tasks, seed=config.seed,
-                                      pretraining_counts=pretraining_counts or {})
+                                      pretraining_counts=self.pretraining_counts)
         self.round = 0
 
     def _rollouts(self):
@@ -171,7 +178,9 @@ class ActiveFinetuningLoop:
         train_config = replace(self.config.finetune, seed=self.config.seed * 100 + self.round)
         self.policy, metrics = train_bc(self.policy, DemoDataset(self.demos, self.policy.config),
                                         train_config, progress=self.progress,
-                                        anchor=self.pretrained)
+                                        anchor=self.pretrained,
+                                        pretraining_counts=self.pretraining_counts
+                                        if self.config.cap_alpha_by_pretraining else None)
         self.round += 1
         return {'round': self.round, 'chosen': chosen, 'selection': selection.to_dict(),
                 'demos_used': len(self.demos), 'demo_success': [bool(e.success) for e in new],

@@ -119,6 +119,7 @@ def run_one(args):
         finetune=TrainConfig(steps=spec['finetune_steps'], batch_size=spec['batch_size'],
                              forgetting_control=variant.get('forgetting_control',
                                                             'adaptive_prior')),
+        cap_alpha_by_pretraining=variant.get('cap_alpha_by_pretraining', True),
         seed=seed)
     loop = ActiveFinetuningLoop(policy, sim_config, config, pretraining=pre_demos,
                                 pretraining_counts=spec['mix'])
@@ -239,10 +240,11 @@ def _auc(demos, curve):
 SUMMARY_META_KEYS = ('paired', 'picks')
 #: Every variant is compared with these (when they ran).
 PAIRED_REFERENCES = ('uniform', 'privileged_rebalancing')
-ABLATION_PAIRS = (('amf-l2', 'uniform-l2'), ('amf', 'amf-l2'), ('amf', 'amf-features'))
+ABLATION_PAIRS = (('amf-l2', 'uniform-l2'), ('amf', 'amf-l2'), ('amf', 'amf-features'),
+                  ('amf', 'amf-uncapped'), ('uniform', 'uniform-uncapped'))
 """
 Pairs that change one factor: the strategy under L2-to-init, the forgetting control within AMF, the
-embedding within AMF.
+embedding within AMF, the alpha cap within AMF and within uniform.
 """
 
 
@@ -265,8 +267,13 @@ def _paired(by_variant):
         aucs = {r['seed']: _auc([rd['demos_used'] for rd in r['rounds']],
                                 [rd['mean_success'] for rd in r['rounds']]) for r in rs}
         per_run[name] = curves, aucs
-    pairs = [(name, ref) for ref in PAIRED_REFERENCES if ref in by_variant
-             for name in sorted(by_variant) if name != ref]
+    pairs = []
+    for ref in PAIRED_REFERENCES:
+        for name in sorted(by_variant):
+            # An uncapped variant is compared with the uncapped reference (one factor at a time).
+            matched = ref + '-uncapped' if name.endswith('uncapped') else ref
+            if matched in by_variant and name != matched:
+                pairs.append((name, matched))
     pairs += [pair for pair in ABLATION_PAIRS if pair[0] in by_variant and pair[1] in by_variant]
     paired = {}
     for name, ref in pairs:
@@ -467,7 +474,8 @@ def markdown_report(summary):
 
 #: Variant flags, in the order they appear in a variant's name, and what each sets.
 VARIANT_FLAGS = {'features': ('embedding', 'features'),
-                 'l2': ('forgetting_control', 'l2_init')}
+                 'l2': ('forgetting_control', 'l2_init'),
+                 'uncapped': ('cap_alpha_by_pretraining', False)}
 #: Older spellings of variant flags.
 VARIANT_FLAG_ALIASES = {'no_prior': 'l2'}
 
@@ -477,9 +485,10 @@ def parse_variants(text):
     Parse strategy variants.
 
     A variant is a strategy name optionally followed by ``:`` and ``+``-separated flags:
-    ``features`` (AMF embeds with last-layer features instead of loss gradients) and ``l2``
+    ``features`` (AMF embeds with last-layer features instead of loss gradients), ``l2``
     (fine-tune with L2-to-init instead of the adaptive prior; any strategy; ``no_prior`` is an
-    alias).  Names are normalised: ``amf:no_prior`` and ``amf:l2`` are both 'amf-l2', and flags
+    alias) and ``uncapped`` (the adaptive prior without the cap of each task's alpha at its share
+    of the demos, ``n_new / (n_new + n_pretrain)``).  Names are normalised: ``amf:no_prior`` and ``amf:l2`` are both 'amf-l2', and flags
     appear in a fixed order (``amf:l2+features`` is 'amf-features+l2').
 
     :param text: comma list of variants, e.g. 'amf,uniform,amf:features,uniform:l2'
@@ -516,7 +525,8 @@ def main(argv=None):
     parser.add_argument('--out', required=True, help='experiment directory (resumable)')
     parser.add_argument('--strategies', default=','.join(STRATEGIES),
                         help='comma list; variants: amf:features (last-layer feature embedding), '
-                             '<strategy>:l2 (L2-to-init fine-tuning; alias no_prior)')
+                             '<strategy>:l2 (L2-to-init fine-tuning; alias no_prior), '
+                             '<strategy>:uncapped (alpha not capped by the pretraining demos)')
     parser.add_argument('--seeds', type=int, default=5)
     parser.add_argument('--mix', default='skewed')
     parser.add_argument('--tasks', default='mt10')

@@ -200,3 +200,27 @@ def test_a_few_demos_of_a_well_pretrained_task_cannot_overwrite_it(pretrained):
     assert metrics['alpha']['push-v3'] > 0.5 and metrics['alpha']['door-open-v3'] == 0.0
     # The cap travels with the checkpoint: the next round starts from it.
     assert float(tuned.alpha_gate[0]) == pytest.approx(1 / 41)
+
+
+@pytest.mark.parametrize('capped', [True, False])
+def test_the_experiment_loop_caps_alpha_by_the_pretraining_demos_like_the_trainer(
+        pretrained, capped, monkeypatch):
+    from active_finetune.amf import active_loop
+    seen = {}
+
+    def fake_train_bc(policy, dataset, config, **kwargs):
+        seen.update(kwargs)
+        return policy, {}
+
+    monkeypatch.setattr(active_loop, 'train_bc', fake_train_bc)
+    monkeypatch.setattr(active_loop, 'collect_demos',
+                        lambda requests, *a, **k: [demo(t, 7) for t, n in requests.items()
+                                                   for _ in range(n)])
+    mix = {'reach-v3': 20, 'push-v3': 20}
+    loop = active_loop.ActiveFinetuningLoop(
+        pretrained, None, LoopConfig(strategy='uniform', budget=2, demos_per_round=2,
+                                     cap_alpha_by_pretraining=capped),
+        pretraining_counts=mix)
+    loop.step()
+    assert seen['pretraining_counts'] == (mix if capped else None)
+    assert seen['anchor'] is pretrained

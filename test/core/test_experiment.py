@@ -77,6 +77,14 @@ def test_l2_variants_of_any_strategy_get_normalised_names():
     assert parse_variants('amf:l2+features')[0]['name'] == 'amf-features+l2'
 
 
+def test_uncapped_variants_turn_off_the_alpha_cap_and_pair_with_uncapped_references():
+    assert parse_variants('amf:uncapped,amf:features+uncapped') == [
+        {'name': 'amf-uncapped', 'strategy': 'amf', 'cap_alpha_by_pretraining': False},
+        {'name': 'amf-features+uncapped', 'strategy': 'amf', 'embedding': 'features',
+         'cap_alpha_by_pretraining': False}]
+    assert 'cap_alpha_by_pretraining' not in parse_variants('amf')[0]
+
+
 def test_paired_differences_use_only_the_common_seeds():
     seeds, diffs = paired_differences({0: 0.5, 1: 0.75, 3: 0.25}, {1: 0.5, 0: 0.75, 2: 0.0})
     assert seeds == [0, 1]
