@@ -1,7 +1,7 @@
 """
 Hot-swapping policy weights: verify a checkpoint off the control thread, swap between cycles.
 
-The policy node's control loop must never wait for disk or weight loading (DESIGN.md), so:
+The policy node's control loop must never wait for disk or weight loading, so:
 
 - :meth:`PolicyHotSwap.submit` hands a :class:`CheckpointAnnouncement` (the ``trainer/checkpoint``
   JSON) to one background loader thread and returns at once;
@@ -19,7 +19,8 @@ are kept (a few) so :meth:`PolicyHotSwap.rollback` can go back to the previous g
 Large announcements (weights carried as base64) are parsed without holding the GIL for long,
 so the control thread keeps its rate while the loader works: the ``weights_b64`` value is located
 and decoded in pieces of :data:`B64_CHUNK_CHARS`, and only the rest of the message (at most
-:data:`MAX_ANNOUNCEMENT_JSON_CHARS`) goes through ``json.loads``.
+:data:`MAX_ANNOUNCEMENT_JSON_CHARS`) goes through the payload decoder
+(:func:`active_finetune.payloads.decode_checkpoint`, the one contract of ``trainer/checkpoint``).
 
 Also here: :class:`PolicyNodeConfig`, the policy node's parameters (ROS-free so the graph
 description and tests can read it without rclpy).
@@ -29,7 +30,6 @@ import binascii
 from collections import deque
 from dataclasses import dataclass, field
 import functools
-import json
 import logging
 import math
 import re
@@ -37,6 +37,7 @@ import threading
 import time
 
 from active_finetune.data.episode import PROPRIO_DIM
+from active_finetune.payloads import CheckpointAnnounced, decode_checkpoint, PayloadError
 from active_finetune.policy.checkpoint import CheckpointError, load_checkpoint, policy_from_bytes
 from active_finetune.policy.runner import PolicyRunner
 from active_finetune.safety import DEFAULT_MAX_PROPRIO_STD, DEFAULT_WORKSPACE_MAX_M, \
@@ -52,7 +53,7 @@ B64_CHUNK_CHARS = 1 << 18
 another thread (the control loop) can take the GIL."""
 MAX_ANNOUNCEMENT_JSON_CHARS = 1 << 20
 """An announcement longer than this must carry its bulk in ``weights_b64``: the rest of the
-message may not exceed this many characters (one ``json.loads`` call holds the GIL throughout)."""
+message may not exceed this many characters (one JSON parse holds the GIL throughout)."""
 _KEY_STR = '"weights_b64"'
 _KEY_BYTES = _KEY_STR.encode()
 _AFTER_KEY_STR = re.compile(r'\s*:\s*"')
@@ -61,7 +62,7 @@ _VALUE_END_STR = re.compile(r'["\\]')
 _VALUE_END_BYTES = re.compile(rb'["\\]')
 
 
-class CheckpointAnnouncementError(ValueError):
+class CheckpointAnnouncementError(PayloadError):
     """A ``trainer/checkpoint`` message that is not JSON or lacks what is needed to load it."""
 
 
@@ -114,46 +115,37 @@ class CheckpointAnnouncement:
         elif isinstance(text, memoryview):
             text = bytes(text)
         try:
-            payload = json.loads(text)
-        except ValueError as error:
-            raise CheckpointAnnouncementError(
-                f'trainer/checkpoint is not JSON ({error}): {text[:200]!r}') from None
-        if not isinstance(payload, dict):
-            raise CheckpointAnnouncementError(
-                f'trainer/checkpoint must be a JSON object, got {text[:200]!r}')
+            payload = decode_checkpoint(text)
+        except PayloadError as error:
+            raise CheckpointAnnouncementError(str(error), error.topic, error.field,
+                                              error.value) from None
         if weights_b64 is not None:
-            if payload.get('weights_b64') != '':
+            if payload.weights_b64 != '':
                 raise CheckpointAnnouncementError(
                     'trainer/checkpoint: the "weights_b64" found first is not the top-level one '
-                    '(or the key appears twice); a large message needs it once, at the top level')
+                    '(or the key appears twice); a large message needs it once, at the top level',
+                    CheckpointAnnounced.TOPIC, 'weights_b64')
         else:
-            weights_b64 = payload.get('weights_b64')
-        version, sha256 = payload.get('version'), payload.get('sha256')
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise CheckpointAnnouncementError(
-                f'trainer/checkpoint needs an int "version", got {version!r}')
-        if not isinstance(sha256, str) or len(sha256) != 64:
-            raise CheckpointAnnouncementError(
-                f'trainer/checkpoint needs a 64-hex-digit "sha256", got {sha256!r}')
-        path = payload.get('path') or ''
-        config = payload.get('config')
+            weights_b64 = payload.weights_b64
+        version = payload.version
         weights = None
         if weights_b64:
-            if not isinstance(config, dict):
+            if payload.config is None:
                 raise CheckpointAnnouncementError(
                     f'trainer/checkpoint version {version} carries weights_b64 without a '
-                    f'"config" object')
+                    f'"config" object', CheckpointAnnounced.TOPIC, 'config')
             try:
                 weights = decode_base64(weights_b64)
             except (binascii.Error, TypeError, ValueError) as error:
                 raise CheckpointAnnouncementError(
-                    f'trainer/checkpoint version {version}: weights_b64 is not base64 '
-                    f'({error})') from None
-        elif not isinstance(path, str) or not path:
+                    f"trainer/checkpoint version {version}: field 'weights_b64' is not base64 "
+                    f'({error})', CheckpointAnnounced.TOPIC, 'weights_b64') from None
+        elif not payload.path:
             raise CheckpointAnnouncementError(
-                f'trainer/checkpoint version {version} has neither weights_b64 nor a path')
-        return cls(version=version, sha256=sha256, path=str(path),
-                   config=config if isinstance(config, dict) else None, weights=weights)
+                f'trainer/checkpoint version {version} has neither weights_b64 nor a path',
+                CheckpointAnnounced.TOPIC, 'path', payload.path)
+        return cls(version=version, sha256=payload.sha256, path=payload.path,
+                   config=payload.config, weights=weights)
 
     @property
     def source(self):

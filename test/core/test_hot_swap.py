@@ -217,6 +217,7 @@ def test_every_refusal_is_numbered_so_a_second_alike_one_is_told_apart(swap):
 
 def test_a_large_announcement_is_decoded_in_pieces_off_the_caller(monkeypatch, swap, tmp_path):
     """No single json.loads or base64 call sees the weights: each holds the GIL throughout."""
+    from active_finetune import payloads as payloads_module
     from active_finetune.policy import hot_swap as module
     monkeypatch.setattr(module, 'MAX_ANNOUNCEMENT_JSON_CHARS', 4096)
     monkeypatch.setattr(module, 'B64_CHUNK_CHARS', 512)
@@ -231,7 +232,7 @@ def test_a_large_announcement_is_decoded_in_pieces_off_the_caller(monkeypatch, s
         seen['b64'].append(len(data))
         return real_a2b(data, *args, **kwargs)
 
-    monkeypatch.setattr(module.json, 'loads', loads)
+    monkeypatch.setattr(payloads_module.json, 'loads', loads)
     monkeypatch.setattr(module.binascii, 'a2b_base64', a2b)
     sha = save_tiny(tmp_path / 'v1', 1)
     payload = json.dumps({'path': '', 'sha256': sha, 'version': 1, 'step': 0,
