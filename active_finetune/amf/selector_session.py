@@ -2,7 +2,9 @@
 State of the task selector between events (ROS-free): what has been demonstrated, what to ask next.
 
 The task selector node feeds it events (episode saved, checkpoint swapped, skip) and publishes the
-dict :meth:`SelectorSession.suggestion` returns on ``operator/next_task``.
+:class:`active_finetune.payloads.NextTask` :meth:`SelectorSession.suggest` returns on
+``operator/next_task``.  The selector owns B (``demos_per_round``): every suggestion carries it and
+the trainer follows it.
 """
 
 from dataclasses import dataclass, field, replace
@@ -11,6 +13,7 @@ import time
 
 from active_finetune.amf.active_loop import LoopConfig, select_next_tasks
 from active_finetune.amf.baselines import make_strategy
+from active_finetune.payloads import NextTask
 
 _LOG = logging.getLogger(__name__)
 
@@ -27,7 +30,8 @@ class SelectorSettings:
     budget: int = field(default=8, metadata={
         'description': 'total number of demonstrations to ask for (count)', 'range': (1, 100000)})
     demos_per_round: int = field(default=2, metadata={
-        'description': 'B: demos per round; must equal the trainer demos_per_round (count)',
+        'description': 'B: demos per round; announced on operator/next_task, the trainer '
+                       'follows it (count)',
         'range': (1, 1000)})
     wait_for_checkpoint: bool = field(default=True, metadata={
         'description': 'after B demos, ask for nothing until the fine-tuned checkpoint arrives'})
@@ -121,14 +125,24 @@ class SelectorSession:
 
     def suggestion(self, policy, policy_version, trained_on, demos, rollouts):
         """
-        Score every task and build the ``operator/next_task`` payload.
+        Score every task and build the ``operator/next_task`` payload as a dict.
 
         :param policy: current policy
         :param policy_version: its checkpoint version
         :param trained_on: demos the current checkpoint was trained on
         :param demos: list of demo :class:`Episode` recorded so far
         :param rollouts: dict task -> current-policy rollouts (may be empty)
-        :return: JSON-serialisable dict
+        :return: JSON-serialisable dict (:meth:`NextTask.to_dict`)
+        """
+        return self.suggest(policy, policy_version, trained_on, demos, rollouts).to_dict()
+
+    def suggest(self, policy, policy_version, trained_on, demos, rollouts):
+        """
+        Score every task and build the ``operator/next_task`` payload.
+
+        Arguments as :meth:`suggestion`.
+
+        :return: :class:`active_finetune.payloads.NextTask` (also kept as :attr:`last`)
         """
         t0 = time.perf_counter()
         counts = dict.fromkeys(self.tasks, 0)
@@ -143,6 +157,7 @@ class SelectorSession:
         payload = {'strategy': self.settings.strategy, 'budget': self.settings.budget,
                    'demos_used': used, 'budget_remaining': max(0, remaining),
                    'demo_counts': counts, 'policy_version': policy_version, 'round': round_index,
+                   'demos_per_round': self.settings.demos_per_round,
                    'skipped': list(self.skipped),
                    'task': '', 'tasks_this_round': [], 'scores': {}, 'terms': {}, 'done': False}
         if remaining <= 0:
@@ -163,8 +178,8 @@ class SelectorSession:
             self.request_id += 1
         payload['request_id'] = self.request_id
         payload['select_s'] = round(time.perf_counter() - t0, 3)
-        self.last = payload
-        return payload
+        self.last = NextTask(**payload)
+        return self.last
 
     def _select(self, policy, demos, rollouts, counts, batch, round_index):
         allowed = [t for t in self.tasks if t not in self.skipped] or list(self.tasks)

@@ -3,14 +3,14 @@ Task selector node: tells the operator which task to demonstrate next, and why.
 
 Scores every task with AMF (or a baseline, parameter ``strategy``) using the current checkpoint and
 the recorded episodes, and publishes the suggestion on ``operator/next_task`` (reliable, transient
-local; JSON, see docs/interfaces.md).  Re-scores after every new checkpoint and every saved or
+local; :class:`active_finetune.payloads.NextTask`, which carries B, ``demos_per_round``, that the
+trainer follows).  Re-scores after every new checkpoint and every saved or
 discarded episode; ``operator/skip`` (std_srvs/Trigger) skips the current suggestion.
 Scoring runs on a worker thread; callbacks only queue work.
 """
 
 import base64
 from concurrent.futures import ThreadPoolExecutor
-import json
 import threading
 
 from active_finetune.amf.selector_session import SelectorSession, SelectorSettings
@@ -19,6 +19,8 @@ from active_finetune.data.mcap_episode import EpisodeFileError, load_episode
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import LATCHED_QOS, latched_qos
 from active_finetune.nodes.spin import run_node
+from active_finetune.payloads import decode_checkpoint, decode_recorder_status, encode, \
+    PayloadError
 from active_finetune.policy.checkpoint import CheckpointError, load_checkpoint, policy_from_bytes
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -63,37 +65,36 @@ class TaskSelectorNode(Node):
 
     def _on_checkpoint(self, msg):
         try:
-            info = json.loads(msg.data)
-            version, sha256 = int(info['version']), str(info['sha256'])
-        except (ValueError, KeyError, TypeError) as exc:
-            self.get_logger().error(f'malformed trainer/checkpoint ({exc!r}); '
+            info = decode_checkpoint(msg.data)
+        except PayloadError as exc:
+            self.get_logger().error(f'malformed trainer/checkpoint ({exc}); '
                                     f'keeping version {self._version}')
             return
-        if sha256 == self._sha256:
+        if info.sha256 == self._sha256:
             with self._lock:
-                self._version, self._trained_on = version, int(info.get('demos_used', 0))
+                self._version, self._trained_on = info.version, info.demos_used or 0
             self._dirty.set()
             return
         self._worker.submit(self._load_checkpoint, info)
 
     def _load_checkpoint(self, info):
         try:
-            if info.get('weights_b64') and info.get('config'):
-                policy = policy_from_bytes(base64.b64decode(info['weights_b64']), info['config'],
-                                           expected_sha256=info['sha256'],
+            if info.weights_b64 and info.config:
+                policy = policy_from_bytes(base64.b64decode(info.weights_b64), info.config,
+                                           expected_sha256=info.sha256,
                                            source='trainer/checkpoint')
             else:
-                policy, _ = load_checkpoint(info['path'], expected_sha256=info['sha256'])
+                policy, _ = load_checkpoint(info.path, expected_sha256=info.sha256)
             if tuple(policy.config.tasks) != tuple(self._session.tasks):
                 raise CheckpointError(f'task list {list(policy.config.tasks)} differs from '
                                       f'{list(self._session.tasks)}')
         except (CheckpointError, ValueError, KeyError, OSError) as exc:
-            self.get_logger().error(f'refusing checkpoint version {info.get("version")}: {exc}; '
+            self.get_logger().error(f'refusing checkpoint version {info.version}: {exc}; '
                                     f'keeping version {self._version}')
             return
         with self._lock:
-            self._policy, self._sha256 = policy, info['sha256']
-            self._version, self._trained_on = int(info['version']), int(info.get('demos_used', 0))
+            self._policy, self._sha256 = policy, info.sha256
+            self._version, self._trained_on = info.version, info.demos_used or 0
         self.get_logger().info(f'scoring with checkpoint version {self._version}')
         self._dirty.set()
 
@@ -102,21 +103,21 @@ class TaskSelectorNode(Node):
 
     def _on_recorder_status(self, msg):
         try:
-            if json.loads(msg.data).get('state') in ('saved', 'discarded'):
+            if decode_recorder_status(msg.data).state in ('saved', 'discarded'):
                 self._dirty.set()
-        except (ValueError, AttributeError):
-            self.get_logger().warning(f'ignoring malformed recorder/status: {msg.data[:200]!r}',
+        except PayloadError as exc:
+            self.get_logger().warning(f'ignoring malformed recorder/status: {exc}',
                                       throttle_duration_sec=10.0)
 
     def _on_skip(self, request, response):
         last = self._session.last
-        if not last or not last.get('task'):
+        if last is None or not last.task:
             response.success, response.message = False, 'nothing suggested to skip'
             return response
         with self._lock:
-            self._session.skip(last['task'], last['demos_used'])
-        self.get_logger().info(f'operator skipped {last["task"]} (request {last["request_id"]})')
-        response.success, response.message = True, f'skipped {last["task"]}'
+            self._session.skip(last.task, last.demos_used)
+        self.get_logger().info(f'operator skipped {last.task} (request {last.request_id})')
+        response.success, response.message = True, f'skipped {last.task}'
         self._dirty.set()
         return response
 
@@ -168,18 +169,18 @@ class TaskSelectorNode(Node):
             demos = self._load_demos()
             rollouts = self._sim_rollouts(policy, version)
             with self._lock:
-                payload = self._session.suggestion(policy, version, trained_on, demos, rollouts)
-            self._pub.publish(String(data=json.dumps(payload)))
-            if payload['done']:
-                self.get_logger().info(payload['reason'], once=True)
-            elif payload['task'] and payload['request_id'] != self._logged_request:
-                self._logged_request = payload['request_id']
+                payload = self._session.suggest(policy, version, trained_on, demos, rollouts)
+            self._pub.publish(String(data=encode(payload)))
+            if payload.done:
+                self.get_logger().info(payload.reason, once=True)
+            elif payload.task and payload.request_id != self._logged_request:
+                self._logged_request = payload.request_id
                 self.get_logger().info(
-                    f'request {payload["request_id"]}: demonstrate {payload["task"]} '
-                    f'(score {payload["scores"].get(payload["task"], 0.0):.3f}, '
-                    f'{payload["demos_used"]}/{payload["budget"]} demos, version {version})')
+                    f'request {payload.request_id}: demonstrate {payload.task} '
+                    f'(score {payload.scores.get(payload.task, 0.0):.3f}, '
+                    f'{payload.demos_used}/{payload.budget} demos, version {version})')
             else:
-                self.get_logger().info(payload['reason'], throttle_duration_sec=30.0)
+                self.get_logger().info(payload.reason, throttle_duration_sec=30.0)
         except Exception as exc:  # noqa: B902 - the worker must survive and say why
             self.get_logger().error(f'scoring failed: {exc!r}')
         finally:
