@@ -3,8 +3,8 @@ Operator console, ROS-free part: its state, fed from topic payloads, and its ric
 
 The operator console (``af-console``, :mod:`active_finetune.nodes.operator_console`)
 subscribes to the JSON status topics of the graph (docs/interfaces.md) and hands
-each payload's text to a :class:`ConsoleState` method.  The state checks every
-payload, keeps a typed copy of the newest one per topic, and turns changes into
+each payload's text to a :class:`ConsoleState` method.  The state decodes every
+payload with :mod:`active_finetune.payloads` (the loop's one contract), keeps a copy of the newest one per topic, and turns changes into
 events (suggestion changed, episode saved or discarded, checkpoint swapped,
 errors; the newest few are kept).  A malformed payload never raises out of an
 ``on_*`` method: it becomes an error event and the previous value stays.
@@ -19,12 +19,13 @@ import collections
 import copy
 from dataclasses import dataclass, field
 import io
-import json
 import logging
 import math
 import threading
 import time
 
+from active_finetune import payloads
+from active_finetune.payloads import PayloadError
 from rich.bar import Bar
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -44,13 +45,12 @@ KEY_HELP = (('r', 'record'), ('s', 'stop'), ('d', 'discard'), ('k', 'skip task')
             ('e', 'estop on/off'), ('q', 'quit'))
 """The console's keys and what they do, in display order."""
 
+POLICY_RUNNING = 'running'
+"""The policy/status state in which the policy's actions reach the mux (else: zero output)."""
+
 RECORDER_STYLES = {'recording': 'bold white on red', 'saved': 'bold green',
                    'discarded': 'bold yellow', 'idle': 'bold'}
 """Style of each recorder state; other states show in bold magenta."""
-
-
-class PayloadError(ValueError):
-    """A topic payload that is not the JSON object docs/interfaces.md describes."""
 
 
 @dataclass
@@ -91,67 +91,16 @@ class OperatorConsoleConfig:
             raise ValueError(f'once must be a bool, got {self.once!r}')
 
 
-def parse_payload(topic, text, required=()):
+def parse_payload(topic, text):
     """
-    Parse a JSON status payload into a dict.
+    Decode a loop payload into a plain dict, through :mod:`active_finetune.payloads`.
 
-    :param topic: topic name, for messages
+    :param topic: topic name (one of :data:`active_finetune.payloads.PAYLOADS`)
     :param text: the String message's data
-    :param required: keys the object must have, with a non-null value
-    :return: dict
-    :raises PayloadError: when the text is not a JSON object or lacks a required key
+    :return: dict with every field of the payload (defaults filled in)
+    :raises PayloadError: when the text is not a valid payload of that topic
     """
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError) as error:
-        raise PayloadError(f'{topic}: not JSON ({error}): {_clip(text)!r}') from error
-    if not isinstance(value, dict):
-        raise PayloadError(f'{topic}: expected a JSON object, got {type(value).__name__}: '
-                           f'{_clip(text)!r}')
-    missing = [key for key in required if value.get(key) is None]
-    if missing:
-        raise PayloadError(f'{topic}: missing {", ".join(missing)} in {_clip(text)!r}')
-    return value
-
-
-def _clip(text, length=80):
-    text = str(text)
-    return text if len(text) <= length else text[:length] + '...'
-
-
-def _field(topic, payload, key, kind, default):
-    """Read ``payload[key]`` as ``kind`` (str, int, float, bool); absent or null: default."""
-    value = payload.get(key)
-    if value is None:
-        return default
-    if kind == 'str' and isinstance(value, str):
-        return value
-    if kind == 'bool' and isinstance(value, bool):
-        return value
-    if kind == 'int' and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind == 'float' and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise PayloadError(f'{topic}: {key!r} must be {kind}, got {value!r}')
-
-
-def _str_list(topic, payload, key):
-    value = payload.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise PayloadError(f'{topic}: {key!r} must be a list of strings, got {_clip(value)!r}')
-    return list(value)
-
-
-def _number_map(topic, payload, key, kind):
-    value = payload.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise PayloadError(f'{topic}: {key!r} must be an object, got {_clip(value)!r}')
-    return {str(name): _field(topic, value, name, kind, None) for name in value
-            if value[name] is not None}
+    return payloads.decode_dict(topic, text)
 
 
 class ConsoleState:
@@ -204,10 +153,10 @@ class ConsoleState:
             self._events.append({'time_s': self._clock_s(), 'level': level, 'text': str(text)})
         logger.debug('console event (%s): %s', level, text)
 
-    def _update(self, topic, key, text, parse, required):
-        """Parse ``text`` with ``parse``, store it under ``key`` and return (old, new) or None."""
+    def _update(self, topic, key, text, parse):
+        """Decode ``text``, keep what ``parse`` picks under ``key``; return (old, new) or None."""
         try:
-            new = parse(parse_payload(topic, text, required))
+            new = parse(parse_payload(topic, text))
         except PayloadError as error:
             self.add_event(f'malformed {error}', 'error')
             return None
@@ -226,27 +175,15 @@ class ConsoleState:
         topic = 'operator/next_task'
 
         def parse(p):
-            parsed = {
-                'task': _field(topic, p, 'task', 'str', ''),
-                'tasks_this_round': _str_list(topic, p, 'tasks_this_round'),
-                'strategy': _field(topic, p, 'strategy', 'str', ''),
-                'scores': _number_map(topic, p, 'scores', 'float'),
-                'demo_counts': _number_map(topic, p, 'demo_counts', 'int'),
-                'demos_used': _field(topic, p, 'demos_used', 'int', 0),
-                'budget': _field(topic, p, 'budget', 'int', 0),
-                'budget_remaining': _field(topic, p, 'budget_remaining', 'int', None),
-                'round': _field(topic, p, 'round', 'int', None),
-                'policy_version': _field(topic, p, 'policy_version', 'int', None),
-                'request_id': _field(topic, p, 'request_id', 'int', None),
-                'skipped': _str_list(topic, p, 'skipped'),
-                'done': _field(topic, p, 'done', 'bool', False),
-                'reason': _field(topic, p, 'reason', 'str', ''),
-            }
+            parsed = {k: p[k] for k in (
+                'task', 'tasks_this_round', 'strategy', 'scores', 'demo_counts', 'demos_used',
+                'budget', 'budget_remaining', 'round', 'policy_version', 'request_id', 'skipped',
+                'done', 'reason')}
             if parsed['budget_remaining'] is None:
                 parsed['budget_remaining'] = max(0, parsed['budget'] - parsed['demos_used'])
             return parsed
 
-        change = self._update(topic, 'next_task', text, parse, ('task', 'budget', 'demos_used'))
+        change = self._update(topic, 'next_task', text, parse)
         if change is None:
             return
         old, new = change
@@ -270,13 +207,9 @@ class ConsoleState:
         topic = 'recorder/status'
 
         def parse(p):
-            return {'state': _field(topic, p, 'state', 'str', ''),
-                    'task': _field(topic, p, 'task', 'str', ''),
-                    'duration_s': _field(topic, p, 'duration_s', 'float', 0.0),
-                    'frames': _field(topic, p, 'frames', 'int', 0),
-                    'dropped': _field(topic, p, 'dropped', 'int', 0)}
+            return {k: p[k] for k in ('state', 'task', 'duration_s', 'frames', 'dropped')}
 
-        change = self._update(topic, 'recorder', text, parse, ('state',))
+        change = self._update(topic, 'recorder', text, parse)
         if change is None:
             return
         old, new = change
@@ -301,22 +234,19 @@ class ConsoleState:
         topic = 'policy/status'
 
         def parse(p):
-            return {'state': _field(topic, p, 'state', 'str', ''),
-                    'reason': _field(topic, p, 'reason', 'str', ''),
-                    'task': _field(topic, p, 'task', 'str', ''),
-                    'version': _field(topic, p, 'version', 'int', None)}
+            return {k: p[k] for k in ('state', 'code', 'reason', 'task', 'version')}
 
-        change = self._update(topic, 'policy', text, parse, ('state',))
+        change = self._update(topic, 'policy', text, parse)
         if change is None:
             return
         old, new = change
         if old is None or old['version'] != new['version']:
             verb = 'runs' if old is None else 'swapped to'
             self.add_event(f'policy {verb} checkpoint version {_version(new["version"])}')
-        if (old is None or old['state'] != new['state']) and new['state'] != 'ok':
+        if (old is None or old['state'] != new['state']) and new['state'] != POLICY_RUNNING:
             self.add_event(f'policy output zero ({new["state"]}): {new["reason"] or "no reason"}',
                            'error')
-        elif old is not None and old['state'] != 'ok' and new['state'] == 'ok':
+        elif old is not None and old['state'] != POLICY_RUNNING and new['state'] == POLICY_RUNNING:
             self.add_event('policy output back to normal')
 
     def on_trainer_status(self, text):
@@ -328,15 +258,10 @@ class ConsoleState:
         topic = 'trainer/status'
 
         def parse(p):
-            return {'state': _field(topic, p, 'state', 'str', ''),
-                    'round': _field(topic, p, 'round', 'int', None),
-                    'progress': _field(topic, p, 'progress', 'float', 0.0),
-                    'demos_available': _field(topic, p, 'demos_available', 'int', None),
-                    'demos_needed': _field(topic, p, 'demos_needed', 'int', None),
-                    'version': _field(topic, p, 'version', 'int', None),
-                    'message': _field(topic, p, 'message', 'str', '')}
+            return {k: p[k] for k in ('state', 'round', 'progress', 'demos_available',
+                                      'demos_needed', 'version', 'message')}
 
-        change = self._update(topic, 'trainer', text, parse, ('state',))
+        change = self._update(topic, 'trainer', text, parse)
         if change is None:
             return
         old, new = change
@@ -358,16 +283,11 @@ class ConsoleState:
         topic = 'trainer/checkpoint'
 
         def parse(p):
-            metrics = p.get('metrics') or {}
-            if not isinstance(metrics, dict):
-                raise PayloadError(f'{topic}: "metrics" must be an object, got {_clip(metrics)!r}')
-            return {'version': _field(topic, p, 'version', 'int', None),
-                    'round': _field(topic, p, 'round', 'int', None),
-                    'demos_used': _field(topic, p, 'demos_used', 'int', None),
-                    'metrics': {str(k): float(v) for k, v in metrics.items()
+            return {'version': p['version'], 'round': p['round'], 'demos_used': p['demos_used'],
+                    'metrics': {str(k): float(v) for k, v in p['metrics'].items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool)}}
 
-        change = self._update(topic, 'checkpoint', text, parse, ('version',))
+        change = self._update(topic, 'checkpoint', text, parse)
         if change is None:
             return
         old, new = change
@@ -384,12 +304,9 @@ class ConsoleState:
         topic = 'trainer/evaluation'
 
         def parse(p):
-            return {'version': _field(topic, p, 'version', 'int', None),
-                    'success': _number_map(topic, p, 'success', 'float'),
-                    'mean': _field(topic, p, 'mean', 'float', None),
-                    'episodes': _field(topic, p, 'episodes', 'int', None)}
+            return {k: p[k] for k in ('version', 'success', 'mean', 'episodes')}
 
-        change = self._update(topic, 'evaluation', text, parse, ('success',))
+        change = self._update(topic, 'evaluation', text, parse)
         if change is None:
             return
         old, new = change
@@ -423,12 +340,9 @@ class ConsoleState:
         topic = 'mux/status'
 
         def parse(p):
-            return {'source': _field(topic, p, 'source', 'str', ''),
-                    'estop': _field(topic, p, 'estop', 'bool', False),
-                    'code': _field(topic, p, 'code', 'str', ''),
-                    'reason': _field(topic, p, 'reason', 'str', '')}
+            return {k: p[k] for k in ('source', 'estop', 'code', 'reason')}
 
-        change = self._update(topic, 'mux', text, parse, ('source',))
+        change = self._update(topic, 'mux', text, parse)
         if change is None:
             return
         old, new = change
@@ -705,7 +619,7 @@ def _robot_panel(state):
     policy = state.get('policy')
     if policy is None:
         lines.append(Text('policy: no policy/status yet', style='dim'))
-    elif policy['state'] == 'ok':
+    elif policy['state'] == POLICY_RUNNING:
         version = f'policy v{_version(policy["version"])} '
         lines.append(Text.assemble((version, 'bold'), ('ok', 'bold green'),
                                    f'  task {policy["task"]}' if policy['task'] else ''))

@@ -309,6 +309,8 @@ class EpisodeSaved(_Payload):
         'operator/next_task request the episode answers'))
     dropped: int = field(default=0, metadata=_meta('messages dropped', minimum=0))
     duration_s: float = field(default=0.0, metadata=_meta('duration (s)', minimum=0))
+    bag_path: str = field(default='', metadata=_meta(
+        "rosbag2 directory holding the episode ('' when the episode is a plain .mcap file)"))
 
 
 @dataclass(frozen=True)

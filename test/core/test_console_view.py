@@ -65,7 +65,7 @@ def recorder_payload(state='recording', task='pick-place', duration_s=8.4, frame
 def realistic_state(clock):
     """Build the state behind docs/console_snapshot.txt: mid-way through a 30-demo AMF session."""
     state = make_state(clock)
-    state.on_policy_status(json.dumps({'state': 'ok', 'reason': '', 'task': 'pick-place',
+    state.on_policy_status(json.dumps({'state': 'running', 'reason': '', 'task': 'pick-place',
                                        'version': 1}))
     clock.advance(3)
     state.on_trainer_checkpoint(json.dumps({
@@ -73,7 +73,7 @@ def realistic_state(clock):
         'demos_used': 12, 'step': 4000, 'metrics': {'train_loss': 0.0123, 'val_loss': 0.0211},
         'config': {'tasks': TASKS}, 'weights_b64': 'A' * 4000}))
     clock.advance(1)
-    state.on_policy_status(json.dumps({'state': 'ok', 'reason': '', 'task': 'pick-place',
+    state.on_policy_status(json.dumps({'state': 'running', 'reason': '', 'task': 'pick-place',
                                        'version': 2}))
     clock.advance(20)
     state.on_trainer_evaluation(json.dumps({
@@ -242,12 +242,12 @@ def test_dropped_frames_and_task_mismatch_warnings():
 def test_policy_zero_output_shows_reason_and_swap_events():
     clock = FakeClock()
     state = make_state(clock, max_events=10)
-    state.on_policy_status(json.dumps({'state': 'ok', 'task': 'reach', 'version': 1}))
+    state.on_policy_status(json.dumps({'state': 'running', 'task': 'reach', 'version': 1}))
     state.on_policy_status(json.dumps({'state': 'stale', 'reason': 'stale image: 0.40 s old',
                                        'task': 'reach', 'version': 1}))
     text = render_text(state.snapshot(), width=100, now_s=0.0)
     assert 'ZERO OUTPUT (stale)' in text and 'stale image: 0.40 s old' in text
-    state.on_policy_status(json.dumps({'state': 'ok', 'task': 'reach', 'version': 2}))
+    state.on_policy_status(json.dumps({'state': 'running', 'task': 'reach', 'version': 2}))
     events = [(e['level'], e['text']) for e in state.snapshot()['events']]
     assert events == [
         ('info', 'policy runs checkpoint version 1'),
@@ -266,7 +266,8 @@ def test_events_for_suggestions_episodes_checkpoints_estop_keep_the_newest():
     state.on_recorder_status(recorder_payload(state='recording', duration_s=9.0))  # no event
     state.on_recorder_status(recorder_payload(state='saved', duration_s=12.5, frames=375))
     state.on_next_task(next_task_payload(task='reach', request_id=14, reason='amf selection'))
-    state.on_trainer_checkpoint(json.dumps({'version': 3, 'round': 2, 'demos_used': 18}))
+    state.on_trainer_checkpoint(json.dumps({'version': 3, 'sha256': 'cd' * 32, 'round': 2,
+                                               'demos_used': 18}))
     state.on_estop(True)
     state.on_estop(True)  # repeated (two subscriptions): no new event
     state.on_recorder_status(recorder_payload(state='discarded', task='reach'))
@@ -286,24 +287,29 @@ def test_events_for_suggestions_episodes_checkpoints_estop_keep_the_newest():
 @pytest.mark.parametrize('handler, text, message', [
     ('on_next_task', '{not json', 'operator/next_task: not JSON'),
     ('on_next_task', '[1, 2]', 'expected a JSON object, got list'),
-    ('on_next_task', json.dumps({'task': 'reach'}), 'missing budget, demos_used'),
-    ('on_next_task', next_task_payload(scores='high'), "'scores' must be an object"),
-    ('on_next_task', next_task_payload(scores={'reach': 'high'}), "'reach' must be float"),
-    ('on_next_task', next_task_payload(budget=3.5), "'budget' must be int"),
+    ('on_next_task', json.dumps({'budget': 3}), "missing field 'task'"),
+    ('on_next_task', next_task_payload(scores='high'), "'scores' must be an object of numbers"),
+    ('on_next_task', next_task_payload(scores={'reach': 'high'}),
+     "'scores.reach' must be a number, got 'high'"),
+    ('on_next_task', next_task_payload(budget=3.5), "'budget' must be an integer, got 3.5"),
     ('on_next_task', next_task_payload(skipped='reach'), "'skipped' must be a list of strings"),
-    ('on_recorder_status', json.dumps({'state': None}), 'recorder/status: missing state'),
+    ('on_recorder_status', json.dumps({'state': None}), "'state' must be a string, not null"),
+    ('on_recorder_status', json.dumps({'task': 'reach'}), "recorder/status: missing field 'state'"),
     ('on_recorder_status', json.dumps({'state': 'recording', 'frames': 'many'}),
-     "'frames' must be int"),
+     "'frames' must be an integer, got 'many'"),
+    ('on_recorder_status', json.dumps({'state': 'dancing'}), "'state' must be one of idle"),
     ('on_policy_status', '', 'policy/status: not JSON'),
-    ('on_policy_status', json.dumps({'state': 'ok', 'version': '2'}), "'version' must be int"),
+    ('on_policy_status', json.dumps({'state': 'running', 'version': '2'}),
+     "'version' must be an integer, got '2'"),
+    ('on_policy_status', json.dumps({'state': 'ok'}), "'state' must be one of running"),
     ('on_trainer_status', json.dumps({'state': 'training', 'progress': 'half'}),
-     "'progress' must be float"),
-    ('on_trainer_checkpoint', json.dumps({'version': 2, 'metrics': [1]}),
-     '"metrics" must be an object'),
-    ('on_trainer_checkpoint', json.dumps({'path': '/x'}), 'missing version'),
+     "'progress' must be a number, got 'half'"),
+    ('on_trainer_checkpoint', json.dumps({'version': 2, 'sha256': 'ab' * 32, 'metrics': [1]}),
+     "'metrics' must be an object"),
+    ('on_trainer_checkpoint', json.dumps({'path': '/x'}), "missing field 'version'"),
     ('on_trainer_evaluation', json.dumps({'version': 1, 'success': {'reach': True}}),
-     "'reach' must be float"),
-    ('on_mux_status', json.dumps({'source': 3}), "'source' must be str"),
+     "'success.reach' must be a number, got True"),
+    ('on_mux_status', json.dumps({'source': 3}), "'source' must be a string, got 3"),
 ])
 def test_malformed_payloads_become_error_events_and_keep_the_previous_value(
         handler, text, message):
@@ -357,9 +363,10 @@ def test_trainer_error_and_mux_estop_are_shown():
 
 
 def test_parse_payload_and_add_event_validate():
-    assert parse_payload('t', '{"a": 1}', required=('a',)) == {'a': 1}
-    with pytest.raises(PayloadError, match='t: missing b in'):
-        parse_payload('t', '{"a": 1, "b": null}', required=('b',))
+    assert parse_payload('mux/status', '{"source": "policy"}') == {
+        'source': 'policy', 'estop': False, 'code': '', 'reason': ''}
+    with pytest.raises(PayloadError, match="mux/status: field 'estop' must be a boolean"):
+        parse_payload('mux/status', '{"source": "policy", "estop": null}')
     with pytest.raises(ValueError, match="'fatal'"):
         make_state().add_event('x', level='fatal')
     with pytest.raises(ValueError, match='max_events must be >= 1, got 0'):

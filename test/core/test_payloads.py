@@ -24,7 +24,7 @@ EXAMPLES = {
         path='/data/episode_000001_push.mcap.partial', message='recording episode 1'),
     'recorder/episode': payloads.EpisodeSaved(
         path='/data/episode_000001_push.mcap', sha256=SHA, task='push-v3', success=True,
-        steps=60, frames=61, request_id=4, dropped=0, duration_s=3.2),
+        steps=60, frames=61, request_id=4, dropped=0, duration_s=3.2, bag_path='/data/ep1'),
     'recorder/mark': payloads.EpisodeMark(success=False, note='gripper slipped'),
     'trainer/checkpoint': payloads.CheckpointAnnounced(
         version=2, sha256=SHA, path='/ck/v0002', round=1, demos_used=4, step=300,
