@@ -267,7 +267,7 @@ def test_events_for_suggestions_episodes_checkpoints_estop_keep_the_newest():
     state.on_recorder_status(recorder_payload(state='saved', duration_s=12.5, frames=375))
     state.on_next_task(next_task_payload(task='reach', request_id=14, reason='amf selection'))
     state.on_trainer_checkpoint(json.dumps({'version': 3, 'sha256': 'cd' * 32, 'round': 2,
-                                               'demos_used': 18}))
+                                            'demos_used': 18}))
     state.on_estop(True)
     state.on_estop(True)  # repeated (two subscriptions): no new event
     state.on_recorder_status(recorder_payload(state='discarded', task='reach'))
@@ -294,7 +294,8 @@ def test_events_for_suggestions_episodes_checkpoints_estop_keep_the_newest():
     ('on_next_task', next_task_payload(budget=3.5), "'budget' must be an integer, got 3.5"),
     ('on_next_task', next_task_payload(skipped='reach'), "'skipped' must be a list of strings"),
     ('on_recorder_status', json.dumps({'state': None}), "'state' must be a string, not null"),
-    ('on_recorder_status', json.dumps({'task': 'reach'}), "recorder/status: missing field 'state'"),
+    ('on_recorder_status', json.dumps({'task': 'reach'}),
+     "recorder/status: missing field 'state'"),
     ('on_recorder_status', json.dumps({'state': 'recording', 'frames': 'many'}),
      "'frames' must be an integer, got 'many'"),
     ('on_recorder_status', json.dumps({'state': 'dancing'}), "'state' must be one of idle"),
