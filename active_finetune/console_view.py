@@ -5,8 +5,9 @@ The operator console (``af-console``, :mod:`active_finetune.nodes.operator_conso
 subscribes to the JSON status topics of the graph (docs/interfaces.md) and hands
 each payload's text to a :class:`ConsoleState` method.  The state decodes every
 payload with :mod:`active_finetune.payloads` (the loop's one contract), keeps
-a copy of the newest one per topic, and turns changes into events (suggestion changed, episode saved or discarded, checkpoint swapped,
-errors; the newest few are kept).  A malformed payload never raises out of an
+a copy of the newest one per topic, and turns changes into events (suggestion
+changed, episode saved or discarded, checkpoint swapped, errors; the newest few
+are kept).  A malformed payload never raises out of an
 ``on_*`` method: it becomes an error event and the previous value stays.
 
 :meth:`ConsoleState.snapshot` returns a plain dict; :func:`render_console`
