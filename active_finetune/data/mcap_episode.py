@@ -7,7 +7,8 @@ One file holds one demonstration.  Every stream is stored with its standard ROS 
 =================  =================================  ====================================
 role               topic (default)                    type
 =================  =================================  ====================================
-image              /camera/image_raw/compressed       sensor_msgs/msg/CompressedImage
+image              /camera/image_raw                  sensor_msgs/msg/Image (rgb8), or
+                   /camera/image_raw/compressed       sensor_msgs/msg/CompressedImage
 joint_states       /joint_states                      sensor_msgs/msg/JointState
 ee_pose            /ee_pose                           geometry_msgs/msg/PoseStamped
 twist              /teleop/twist                      geometry_msgs/msg/TwistStamped
@@ -15,6 +16,11 @@ gripper            /teleop/gripper                    std_msgs/msg/Float64
 joy                /teleop/joy                        sensor_msgs/msg/Joy
 sim_success        /sim/success                       std_msgs/msg/Bool
 =================  =================================  ====================================
+
+Raw frames (image format 'raw') go on the camera topic itself, as the policy node subscribes it, so
+playing the episode feeds the policy; JPEG/PNG frames go on ``<camera topic>/compressed``
+(image_transport's name).  Files written before the raw format store the compressed topic as the
+image role's topic; both layouts load.
 
 A message's log time is its arrival time at the recorder (ns since the Unix epoch, as rosbag2
 records it); its publish time is the source's header stamp where the message has one.
@@ -30,6 +36,12 @@ frame's CompressedImage.format says whether it is jpeg or png), ``max_command_ho
 in older files: the default of :mod:`active_finetune.data.alignment` applies), ``topics`` (JSON
 role -> topic name).
 
+A saved episode is a rosbag2 bag: a directory ``episode_<N>_<task>/`` holding the MCAP file
+``episode_<N>_<task>.mcap`` and a ``metadata.yaml`` (rosbag2 version 8, storage ``mcap``) that
+:func:`write_bag_metadata` derives from the file's summary, so ``ros2 bag info`` and ``ros2 bag
+play`` take the directory.  Older episodes are single ``.mcap`` files; :func:`episode_data_file`
+maps either to the MCAP file, and every reader here takes either.
+
 :func:`load_episode` turns a file into an :class:`~active_finetune.data.episode.Episode` with one
 row per camera frame that has a state and a command (the rule is in
 :mod:`active_finetune.data.alignment`).
@@ -37,8 +49,10 @@ row per camera frame that has a state and a command (the rule is in
 
 import json
 import logging
+import os
 from pathlib import Path
 
+from active_finetune.atomic_io import fsync_directory
 from active_finetune.data.alignment import align_rows, DEFAULT_MAX_COMMAND_HOLD_S, StreamTimes
 from active_finetune.data.episode import ACTION_DIM, Episode, EpisodeError
 from active_finetune.policy.inputs import proprio_from_robot
@@ -50,6 +64,7 @@ from mcap.writer import CompressionType, Writer as McapWriter
 from mcap_ros2.decoder import DecoderFactory
 from mcap_ros2.writer import Writer as Ros2McapWriter
 import numpy as np
+import yaml
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,7 +78,7 @@ START_METADATA_NAME = 'active_finetune.start'
 """Name of the metadata record written when an episode starts (survives a crash)."""
 
 DEFAULT_TOPICS = {
-    'image': '/camera/image_raw/compressed',
+    'image': '/camera/image_raw',
     'joint_states': '/joint_states',
     'ee_pose': '/ee_pose',
     'twist': '/teleop/twist',
@@ -74,7 +89,7 @@ DEFAULT_TOPICS = {
 """Role -> topic name stored in the file (the recorder passes its resolved names)."""
 
 ROLE_TYPES = {
-    'image': 'sensor_msgs/msg/CompressedImage',
+    'image': 'sensor_msgs/msg/Image',
     'joint_states': 'sensor_msgs/msg/JointState',
     'ee_pose': 'geometry_msgs/msg/PoseStamped',
     'twist': 'geometry_msgs/msg/TwistStamped',
@@ -82,15 +97,29 @@ ROLE_TYPES = {
     'joy': 'sensor_msgs/msg/Joy',
     'sim_success': 'std_msgs/msg/Bool',
 }
-"""Role -> ROS 2 message type."""
+"""Role -> ROS 2 message type (the image role is a CompressedImage on the compressed topic)."""
+
+COMPRESSED_IMAGE_TYPE = 'sensor_msgs/msg/CompressedImage'
+"""Type of JPEG/PNG frames, on ``<camera topic>/compressed``."""
+
+COMPRESSED_SUFFIX = '/compressed'
+"""image_transport's suffix of the compressed topic of an image topic."""
 
 REQUIRED_ROLES = ('image', 'joint_states', 'ee_pose', 'twist', 'gripper')
 """Streams :func:`load_episode` needs; joy and sim_success are kept for inspection only."""
 
-IMAGE_FORMATS = ('jpeg', 'png')
-"""Image compressions a recorder may use (CompressedImage.format)."""
+COMPRESSED_FORMATS = ('jpeg', 'png')
+"""Image compressions (CompressedImage.format)."""
+
+IMAGE_FORMATS = ('raw',) + COMPRESSED_FORMATS
+"""Frame formats a recorder may use: 'raw' (sensor_msgs/Image rgb8) or a compression."""
+
+RAW_ENCODINGS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1}
+"""sensor_msgs/Image encodings :func:`decode_raw_image` reads (channels per pixel)."""
 
 _MSG_DEFINITIONS = {
+    'sensor_msgs/Image': ('std_msgs/Header header\nuint32 height\nuint32 width\nstring encoding\n'
+                          'uint8 is_bigendian\nuint32 step\nuint8[] data', ['std_msgs/Header']),
     'sensor_msgs/CompressedImage': ('std_msgs/Header header\nstring format\nuint8[] data',
                                     ['std_msgs/Header']),
     'sensor_msgs/JointState': ('std_msgs/Header header\nstring[] name\nfloat64[] position\n'
@@ -114,6 +143,12 @@ _MSG_DEFINITIONS = {
     'geometry_msgs/Vector3': ('float64 x\nfloat64 y\nfloat64 z', []),
 }
 _SEPARATOR = '=' * 80
+
+BAG_METADATA_FILE = 'metadata.yaml'
+"""rosbag2's description of a bag directory."""
+
+ROSBAG2_METADATA_VERSION = 8
+"""rosbag2 metadata version written (ROS 2 Jazzy's; rosbag2 reads older versions too)."""
 
 
 class EpisodeFileError(ValueError):
@@ -186,7 +221,8 @@ def encode_image(rgb, image_format='jpeg', jpeg_quality=95):
     elif image_format == 'png':
         ok, buffer = cv2.imencode('.png', bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     else:
-        raise ValueError(f'image_format must be one of {IMAGE_FORMATS}, got {image_format!r}')
+        raise ValueError(f'image_format must be one of {COMPRESSED_FORMATS}, '
+                         f'got {image_format!r}')
     if not ok:
         raise ValueError(f'OpenCV could not encode a {rgb.shape} image as {image_format}')
     return f'rgb8; {image_format} compressed bgr8', buffer.tobytes()
@@ -206,13 +242,108 @@ def decode_image(data):
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
+def image_topics(topic):
+    """
+    Split an image role's topic into the raw topic and its compressed topic.
+
+    :param topic: '/camera/image_raw' (current files) or '/camera/image_raw/compressed' (older)
+    :return: (raw topic, compressed topic)
+    """
+    if topic.endswith(COMPRESSED_SUFFIX):
+        return topic[:-len(COMPRESSED_SUFFIX)], topic
+    return topic, topic + COMPRESSED_SUFFIX
+
+
+def image_message(rgb, stamp_ns, frame_id='', image_format='raw', jpeg_quality=95):
+    """
+    Build the message dict of one camera frame.
+
+    :param rgb: (H, W, 3) uint8 array
+    :param stamp_ns: header stamp (ns since the epoch)
+    :param frame_id: camera frame
+    :param image_format: 'raw' (sensor_msgs/Image, rgb8), 'jpeg' or 'png' (CompressedImage)
+    :param jpeg_quality: 1..100
+    :return: dict shaped like sensor_msgs/Image or sensor_msgs/CompressedImage
+    :raises ValueError: for a bad array or format
+    """
+    if image_format != 'raw':
+        compression, data = encode_image(rgb, image_format, jpeg_quality)
+        return {'header': header(stamp_ns, frame_id), 'format': compression, 'data': data}
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
+            or rgb.shape[2] != 3:
+        raise ValueError(f'expected an (H, W, 3) uint8 image, got {getattr(rgb, "shape", rgb)!r}')
+    height, width = rgb.shape[:2]
+    return {'header': header(stamp_ns, frame_id), 'height': height, 'width': width,
+            'encoding': 'rgb8', 'is_bigendian': 0, 'step': width * 3,
+            'data': np.ascontiguousarray(rgb).tobytes()}
+
+
+def decode_raw_image(message):
+    """
+    Convert a decoded sensor_msgs/Image (rgb8, bgr8 or mono8; rows may be padded) to RGB.
+
+    :param message: object with height, width, encoding, step, data
+    :return: (H, W, 3) uint8 RGB array
+    :raises ValueError: for another encoding or a data size that does not match
+    """
+    channels = RAW_ENCODINGS.get(message.encoding)
+    if channels is None:
+        raise ValueError(f'image encoding {message.encoding!r} is not one of '
+                         f'{sorted(RAW_ENCODINGS)}')
+    height, width, step = int(message.height), int(message.width), int(message.step)
+    data = np.frombuffer(bytes(message.data), dtype=np.uint8)
+    if step < width * channels or data.size != height * step:
+        raise ValueError(f'{data.size} bytes do not hold a {height}x{width} {message.encoding} '
+                         f'image with step {step}')
+    pixels = data.reshape(height, step)[:, :width * channels].reshape(height, width, channels)
+    if message.encoding == 'mono8':
+        return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
+    if message.encoding == 'bgr8':
+        pixels = pixels[:, :, ::-1]
+    return np.ascontiguousarray(pixels)
+
+
+def frame_rgb(message):
+    """
+    Decode a recorded camera frame, raw or compressed, to RGB.
+
+    :param message: decoded sensor_msgs/Image or sensor_msgs/CompressedImage
+    :return: (H, W, 3) uint8 RGB array
+    :raises ValueError: when the frame cannot be decoded
+    """
+    if hasattr(message, 'encoding'):
+        return decode_raw_image(message)
+    return decode_image(message.data)
+
+
+_INFINITE_DURATION = {'sec': 9223372036, 'nsec': 854775807}
+_QOS_DEPTH = {'image': 5}
+"""Depth the package's publishers offer per role (active_finetune.nodes.qos); others 10."""
+
+
+def offered_qos(depth):
+    """
+    Build rosbag2's offered_qos_profiles string (version 8): reliable, volatile, keep last.
+
+    :param depth: history depth
+    :return: YAML text of a one-profile list
+    """
+    profile = {'history': 1, 'depth': int(depth), 'reliability': 1, 'durability': 2,
+               'deadline': dict(_INFINITE_DURATION), 'lifespan': dict(_INFINITE_DURATION),
+               'liveliness': 1, 'liveliness_lease_duration': dict(_INFINITE_DURATION),
+               'avoid_ros_namespace_conventions': False}
+    return yaml.safe_dump([profile], default_flow_style=False, sort_keys=False).strip()
+
+
 class EpisodeMcapWriter:
     """
     Write the streams of one episode to an open binary stream as ROS 2 MCAP.
 
     Messages are plain dicts shaped like the ROS message (see :func:`header`); the
-    ``mcap_ros2`` encoder turns them into CDR.  Complete chunks go to the stream as
-    they fill, so a crash loses at most the last chunk.
+    ``mcap_ros2`` encoder turns them into CDR.  An image message with an ``encoding`` is a
+    sensor_msgs/Image and goes on the image topic, one with a ``format`` a CompressedImage and goes
+    on its compressed topic (:func:`image_topics`, :func:`image_message`).  Complete chunks go
+    to the stream as they fill, so a crash loses at most the last chunk.
 
     :param stream: writable binary file object (the caller opens, flushes and closes it)
     :param topics: role -> topic name (defaults: :data:`DEFAULT_TOPICS`)
@@ -247,17 +378,28 @@ class EpisodeMcapWriter:
         :param publish_time_ns: source time (ns); defaults to ``log_time_ns``
         :raises KeyError: for an unknown role
         """
-        schema = self._schemas.get(role)
+        ros_type, topic = ROLE_TYPES[role], self.topics[role]
+        if role == 'image':
+            raw_topic, compressed_topic = image_topics(topic)
+            if 'encoding' in message:
+                topic = raw_topic
+            else:
+                ros_type, topic = COMPRESSED_IMAGE_TYPE, compressed_topic
+        schema = self._schemas.get(ros_type)
         if schema is None:
-            ros_type = ROLE_TYPES[role]
             schema = self._writer.register_msgdef(ros_type, message_definition(ros_type))
-            self._schemas[role] = schema
-            self._sequence[role] = 0
-        self._sequence[role] += 1
-        self._writer.write_message(self.topics[role], schema, message, log_time=int(log_time_ns),
+            self._schemas[ros_type] = schema
+        if topic not in self._writer._channel_ids:
+            # The channel carries the QoS offered, as rosbag2 writes it (rosbags matches it
+            # against metadata.yaml); mcap_ros2 0.6 registers channels without metadata.
+            self._writer._channel_ids[topic] = self._writer._writer.register_channel(
+                topic=topic, message_encoding='cdr', schema_id=schema.id,
+                metadata={'offered_qos_profiles': offered_qos(_QOS_DEPTH.get(role, 10))})
+        self._sequence[topic] = self._sequence.get(topic, 0) + 1
+        self._writer.write_message(topic, schema, message, log_time=int(log_time_ns),
                                    publish_time=int(log_time_ns if publish_time_ns is None
                                                     else publish_time_ns),
-                                   sequence=self._sequence[role])
+                                   sequence=self._sequence[topic])
         self.message_counts[role] += 1
 
     def add_metadata(self, name, values):
@@ -272,6 +414,40 @@ class EpisodeMcapWriter:
     def finish(self):
         """Write the last chunk, the summary and the footer (the stream stays open)."""
         self._writer.finish()
+
+
+def episode_data_file(path):
+    """
+    Find the MCAP file of an episode given as a bag directory or as the file itself.
+
+    A bag directory's file is the first of ``relative_file_paths`` in its ``metadata.yaml``, or,
+    without one (a crash between moving the file in and writing it), its only ``.mcap`` file.
+
+    :param path: bag directory or MCAP file
+    :return: Path of the MCAP file
+    :raises EpisodeFileError: when there is no such file or directory, or no MCAP file in it
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise EpisodeFileError(path, 'no such file or bag directory')
+    metadata_path = path / BAG_METADATA_FILE
+    if metadata_path.is_file():
+        try:
+            info = yaml.safe_load(metadata_path.read_text())['rosbag2_bagfile_information']
+            candidate = path / Path(info['relative_file_paths'][0]).name
+        except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+            raise EpisodeFileError(path, f'unreadable {BAG_METADATA_FILE} ({exc!r})') from exc
+        if not candidate.is_file():
+            raise EpisodeFileError(path, f'{BAG_METADATA_FILE} names {candidate.name}, '
+                                         'which is missing')
+        return candidate
+    files = sorted(path.glob('*.mcap'))
+    if len(files) != 1:
+        raise EpisodeFileError(path, f'a bag directory without {BAG_METADATA_FILE} must hold '
+                                     f'exactly one .mcap file, found {len(files)}')
+    return files[0]
 
 
 def _read_file_metadata(reader):
@@ -294,16 +470,14 @@ def _open_reader(path, stream):
 
 def read_episode_info(path):
     """
-    Read the metadata and message counts of an episode file without decoding its messages.
+    Read the metadata and message counts of an episode without decoding its messages.
 
-    :param path: episode file
+    :param path: episode bag directory or MCAP file
     :return: dict with the ``active_finetune`` metadata (strings) plus 'frames' (int, image
         messages) and 'message_counts' (topic -> int)
     :raises EpisodeFileError: when the file is missing, torn, or has no episode metadata
     """
-    path = Path(path)
-    if not path.is_file():
-        raise EpisodeFileError(path, 'no such file')
+    path = episode_data_file(path)
     with open(path, 'rb') as stream:
         reader, summary = _open_reader(path, stream)
         try:
@@ -321,7 +495,7 @@ def read_episode_info(path):
             if channel is not None:
                 counts[channel.topic] = count
     info['message_counts'] = counts
-    info['frames'] = counts.get(topics['image'], 0)
+    info['frames'] = sum(counts.get(topic, 0) for topic in set(image_topics(topics['image'])))
     return info
 
 
@@ -380,24 +554,23 @@ def load_episode(path, image_size=(96, 96)):
     gripper joint (metadata ``gripper_joint_name`` / ``gripper_open_position``); the action is
     the twist's linear velocity divided by ``max_linear_velocity_mps`` and the gripper command,
     clipped to [-1, 1].  Joint states without the gripper joint are ignored (drivers may publish
-    arm and gripper separately).  Frames may be JPEG or PNG; they are resized to ``image_size``
-    with area interpolation (as the policy does).
+    arm and gripper separately).  Frames may be raw (sensor_msgs/Image rgb8, bgr8 or mono8), JPEG
+    or PNG; they are resized to ``image_size`` with area interpolation (as the policy does).
 
-    :param path: episode file (.mcap)
+    :param path: episode bag directory, or its MCAP file, or an older single-file episode
     :param image_size: (height, width) of the returned images
     :return: :class:`~active_finetune.data.episode.Episode` (metadata: the file's
-        ``active_finetune`` record plus 'path', 'frames_skipped' (frames without a row),
-        'frames_dropped' (reason -> count), 'commands_held' (rows with a held twist),
-        'alignment_clocks' (role -> 'stamp' or 'log') and 'frame_log_times_ns' (of the rows))
+        ``active_finetune`` record plus 'path' (the MCAP file), 'frames_skipped' (frames
+        without a row), 'frames_dropped' (reason -> count), 'commands_held' (rows with a held
+        twist), 'alignment_clocks' (role -> 'stamp' or 'log') and 'frame_log_times_ns' (of the
+        rows))
     :raises EpisodeFileError: for a missing, torn or corrupt file, a missing topic or joint, or
         no usable frame
     """
-    path = Path(path)
     height, width = int(image_size[0]), int(image_size[1])
     if height < 1 or width < 1:
         raise ValueError(f'image_size must be positive (height, width), got {image_size!r}')
-    if not path.is_file():
-        raise EpisodeFileError(path, 'no such file')
+    path = episode_data_file(path)
     with open(path, 'rb') as stream:
         reader, summary = _open_reader(path, stream)
         try:
@@ -409,12 +582,14 @@ def load_episode(path, image_size=(96, 96)):
         metadata = dict(records[METADATA_NAME])
         topics = _topics_of(path, metadata)
         present = {channel.topic for channel in summary.channels.values()}
-        missing = [topics[role] for role in REQUIRED_ROLES if topics[role] not in present]
+        role_of = {topics[role]: role for role in REQUIRED_ROLES if topics[role] in present}
+        role_of.update({topic: 'image' for topic in image_topics(topics['image'])
+                        if topic in present})
+        missing = [topics[role] for role in REQUIRED_ROLES if role not in role_of.values()]
         if missing:
             raise EpisodeFileError(path, f'missing topics {missing}; '
                                          f'the file has {sorted(present)}')
         streams = {role: ([], []) for role in REQUIRED_ROLES}
-        role_of = {topics[role]: role for role in REQUIRED_ROLES}
         try:
             for _, channel, message, decoded in reader.iter_decoded_messages(
                     topics=list(role_of), log_time_order=True):
@@ -470,7 +645,7 @@ def _align(path, metadata, streams, image_size):
     images = np.empty((len(rows), image_size[0], image_size[1], 3), dtype=np.uint8)
     for row, frame in enumerate(rows.frames):
         try:
-            rgb = decode_image(streams['image'][1][frame].data)
+            rgb = frame_rgb(streams['image'][1][frame])
         except ValueError as exc:
             raise EpisodeFileError(path, f'frame {frame}: {exc}') from exc
         if rgb.shape[:2] != image_size:
@@ -568,3 +743,102 @@ def rewrite_salvaged(path, stream, metadata_updates):
     writer.finish()
     return {'messages': kept, 'frames': frames, 'stop_reason': stop_reason,
             'metadata': episode_metadata}
+
+
+def bag_metadata(data_file):
+    """
+    Describe an episode's MCAP file as rosbag2's ``metadata.yaml`` does (version 8, Jazzy).
+
+    Topics come from the file's channels and schemas, counts and times from its summary
+    statistics (log times: what ``ros2 bag play`` replays by).  Each topic's offered QoS is its
+    channel's ``offered_qos_profiles`` (as rosbag2 stores it in MCAP channels; rosbags insists the
+    two agree): the writer offers reliable, volatile, keep last 5 (images) or 10 (the rest), as
+    the package's publishers do, so a played bag matches the policy node's reliable
+    subscriptions.  Files written before carry none (''; ``ros2 bag play`` then offers its
+    default, reliable).
+
+    :param data_file: the episode's MCAP file
+    :return: dict {'rosbag2_bagfile_information': {...}}
+    :raises EpisodeFileError: when the file is torn or has no statistics
+    """
+    data_file = Path(data_file)
+    with open(data_file, 'rb') as stream:
+        _, summary = _open_reader(data_file, stream)
+    statistics = summary.statistics
+    if statistics is None:
+        raise EpisodeFileError(data_file, 'no MCAP statistics record')
+    topics = []
+    for channel_id in sorted(summary.channels):
+        channel = summary.channels[channel_id]
+        schema = summary.schemas.get(channel.schema_id)
+        if schema is None:
+            continue
+        topics.append({
+            'topic_metadata': {
+                'name': channel.topic, 'type': schema.name,
+                'serialization_format': channel.message_encoding,
+                'offered_qos_profiles': channel.metadata.get('offered_qos_profiles', ''),
+                'type_description_hash': ''},
+            'message_count': int(statistics.channel_message_counts.get(channel_id, 0))})
+    count = int(statistics.message_count)
+    start_ns = int(statistics.message_start_time) if count else 0
+    duration_ns = int(statistics.message_end_time) - start_ns if count else 0
+    span = {'starting_time': {'nanoseconds_since_epoch': start_ns},
+            'duration': {'nanoseconds': duration_ns}}
+    return {'rosbag2_bagfile_information': {
+        'version': ROSBAG2_METADATA_VERSION, 'storage_identifier': 'mcap',
+        'relative_file_paths': [data_file.name], **span, 'message_count': count,
+        'topics_with_message_count': topics, 'compression_format': '', 'compression_mode': '',
+        'files': [{'path': data_file.name, **span, 'message_count': count}],
+        'custom_data': {}, 'ros_distro': 'jazzy'}}
+
+
+def write_bag_metadata(bag_dir, data_file=None):
+    """
+    Write (atomically) a bag directory's ``metadata.yaml`` from its MCAP file.
+
+    :param bag_dir: the bag directory
+    :param data_file: its MCAP file (default: :func:`episode_data_file` of the directory)
+    :return: Path of metadata.yaml
+    :raises EpisodeFileError: when the MCAP file is missing or torn
+    """
+    bag_dir = Path(bag_dir)
+    if data_file is None:
+        data_file = episode_data_file(bag_dir)
+    text = yaml.safe_dump(bag_metadata(data_file), default_flow_style=False, sort_keys=False)
+    target = bag_dir / BAG_METADATA_FILE
+    tmp = target.with_name(target.name + '.tmp')
+    with open(tmp, 'w') as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(tmp, target)
+    return target
+
+
+def finalise_bag(data_file, bag_dir):
+    """
+    Make a finished episode file a rosbag2 bag: move it into ``bag_dir``, describe it, fsync.
+
+    Order (crash-safe): the directory is created, the file is moved in under the directory's name
+    (``<bag_dir name>.mcap``, one rename: its bytes, and so its sha256, do not change), then
+    ``metadata.yaml`` is written, then both directories are fsynced.  A crash before the move
+    leaves the file where it was; one after it leaves a directory that :func:`episode_data_file`
+    reads without metadata.yaml and :func:`write_bag_metadata` completes.
+
+    :param data_file: the finished MCAP file
+    :param bag_dir: the bag directory to create (must not hold another episode)
+    :return: Path of the MCAP file inside the bag
+    :raises FileExistsError: when ``bag_dir`` already holds the file
+    :raises EpisodeFileError: when the file is torn
+    """
+    bag_dir = Path(bag_dir)
+    bag_dir.mkdir(exist_ok=True)
+    target = bag_dir / f'{bag_dir.name}.mcap'
+    if target.exists():
+        raise FileExistsError(f'{target} exists')
+    os.replace(data_file, target)
+    write_bag_metadata(bag_dir, target)
+    fsync_directory(bag_dir)
+    fsync_directory(bag_dir.parent)
+    return target

@@ -4,8 +4,10 @@ Recording core of the demo recorder (ROS-free): a writer thread per episode behi
 The node (or a test, or the benchmark) hands samples to :class:`EpisodeRecorder` with ``add_*``
 calls that never block: a sample is queued, or dropped and counted when the queue is full.  The
 episode's writer thread compresses images, writes the MCAP file ``<name>.mcap.partial`` and, when
-the episode is stopped, writes the final metadata, fsyncs, renames to ``<name>.mcap``, fsyncs the
-directory and appends the episode to the index (:mod:`active_finetune.data.episode_index`).  Only
+the episode is stopped, writes the final metadata, fsyncs, moves it into the rosbag2 bag
+directory ``<name>/<name>.mcap`` with a ``metadata.yaml``
+(:func:`~active_finetune.data.mcap_episode.finalise_bag`), fsyncs the directories and appends
+the episode to the index (:mod:`active_finetune.data.episode_index`).  Only
 then is the episode reported as saved.
 
 Crash safety: complete MCAP chunks reach the file as they fill (and the file is flushed every
@@ -18,7 +20,7 @@ an error.
 
 Layout of ``dataset_dir``::
 
-    episode_000001_reach.mcap              saved (indexed)
+    episode_000001_reach/                  saved (indexed): <name>.mcap + metadata.yaml
     episode_000002_push.mcap.partial       being recorded (or left by a crash)
     episode_000003_push.recovered.mcap     salvaged from a crash or an interrupted recording
     episodes.jsonl                         index, one JSON line per saved episode
@@ -40,11 +42,11 @@ import time
 
 from active_finetune.atomic_io import fsync_directory
 from active_finetune.data.alignment import align_rows, DEFAULT_MAX_COMMAND_HOLD_S, StreamTimes
-from active_finetune.data.episode_index import append_index_entry, next_episode_number, \
-    RECOVERED_SUFFIX
-from active_finetune.data.mcap_episode import DEFAULT_TOPICS, encode_image, EpisodeFileError, \
-    EpisodeMcapWriter, FORMAT_VERSION, header, IMAGE_FORMATS, METADATA_NAME, \
-    rewrite_salvaged, START_METADATA_NAME
+from active_finetune.data.episode_index import append_index_entry, bag_file_name, \
+    next_episode_number, RECOVERED_SUFFIX
+from active_finetune.data.mcap_episode import DEFAULT_TOPICS, EpisodeFileError, \
+    EpisodeMcapWriter, finalise_bag, FORMAT_VERSION, header, IMAGE_FORMATS, image_message, \
+    METADATA_NAME, rewrite_salvaged, START_METADATA_NAME
 
 LOGGER = logging.getLogger(__name__)
 
@@ -141,9 +143,10 @@ class RecorderSettings:
     queue_size: int = field(default=512, metadata={
         'description': 'samples buffered for the writer thread; more are dropped and counted '
                        '(count)', 'range': (1, 1_000_000), 'read_only': True})
-    image_format: str = field(default='auto', metadata={
-        'description': "camera frame compression in the file: 'auto' (lossless PNG for frames "
-                       "up to 256x256 px, as the policy sees them raw; JPEG above), 'png' or "
+    image_format: str = field(default='raw', metadata={
+        'description': "camera frames in the file: 'raw' (sensor_msgs/Image rgb8 on the camera "
+                       'topic: lossless, a played bag feeds the policy), or CompressedImage on '
+                       "<topic>/compressed: 'auto' (PNG up to 256x256 px, JPEG above), 'png' or "
                        "'jpeg'", 'read_only': True})
     jpeg_quality: int = field(default=95, metadata={
         'description': 'JPEG quality of stored frames (1-100)', 'range': (1, 100),
@@ -461,8 +464,9 @@ class EpisodeSession:
         if role == 'image':
             rgb, frame_id = payload
             try:
-                image_format, data = encode_image(
-                    rgb, frame_format(self.settings.image_format, getattr(rgb, 'shape', (0, 0))),
+                payload = image_message(
+                    rgb, publish_ns, frame_id,
+                    frame_format(self.settings.image_format, getattr(rgb, 'shape', (0, 0))),
                     self.settings.jpeg_quality)
             except ValueError as exc:
                 LOGGER.warning('episode %d: frame not stored: %s', self.number, exc)
@@ -470,8 +474,6 @@ class EpisodeSession:
                     self.dropped['image'] = self.dropped.get('image', 0) + 1
                     self.frames -= 1
                 return
-            payload = {'header': header(publish_ns, frame_id), 'format': image_format,
-                       'data': data}
         self._writer.write(role, payload, log_ns, publish_ns)
         if role != 'joint_states' or self.settings.gripper_joint_name in payload['name']:
             self._first_log_ns.setdefault(role, log_ns)
@@ -571,20 +573,22 @@ class EpisodeSession:
                                                  if missing else ''))
             quarantine(self.partial_path, reason)
             return self._result('error', f'episode {self.number} not saved: {reason}')
-        os.replace(self.partial_path, self.final_path)
-        fsync_directory(self.dataset_dir)
+        bag_dir = self.final_path.with_suffix('')  # rosbag2 bag: <bag>/<bag>.mcap, metadata
+        data_path = finalise_bag(self.partial_path, bag_dir)
         saved_unix_s = time.time()
-        entry = {'file': self.final_path.name, 'task': self.task, 'success': bool(self.success),
+        entry = {'file': bag_file_name(bag_dir.name), 'task': self.task,
+                 'success': bool(self.success),
                  'frames': self.frames, 'steps': steps, 'sha256': sha256,
                  'saved_unix_s': saved_unix_s, 'request_id': self.request_id,
                  'episode_number': self.number}
-        message = f'saved episode {self.number}: {self.final_path.name} ({steps} steps)'
+        message = f'saved episode {self.number}: {bag_dir.name}/ ({steps} steps)'
         try:
             append_index_entry(self.dataset_dir, entry)
         except OSError as exc:
             message += f'; index append failed ({exc}), it is re-indexed on the next listing'
             LOGGER.error('cannot append %s to the index: %s', self.final_path, exc)
-        return self._result('saved', message, path=str(self.final_path.resolve()),
+        return self._result('saved', message, path=str(data_path.resolve()),
+                            bag_path=str(bag_dir.resolve()),
                             sha256=sha256, steps=steps, success=bool(self.success),
                             saved_unix_s=saved_unix_s)
 

@@ -42,7 +42,7 @@ class DemoRecorderNode(Node):
         super().__init__('demo_recorder', **kwargs)
         self.settings = declare_config(self, RecorderSettings)
         topics = {
-            'image': self.resolve_topic_name('camera/image_raw') + '/compressed',
+            'image': self.resolve_topic_name('camera/image_raw'),
             'joint_states': self.resolve_topic_name('joint_states'),
             'ee_pose': self.resolve_topic_name('ee_pose'),
             'twist': self.resolve_topic_name('teleop/twist'),
@@ -121,7 +121,7 @@ class DemoRecorderNode(Node):
                 'path': result['path'], 'task': result['task'], 'success': result['success'],
                 'steps': result['steps'], 'frames': result['frames'], 'sha256': result['sha256'],
                 'request_id': result['request_id'], 'dropped': result['dropped'],
-                'duration_s': result['duration_s']})))
+                'duration_s': result['duration_s'], 'bag_path': result['bag_path']})))
             self.get_logger().info(result['message'])
         elif result['state'] == 'error':
             self.get_logger().error(result['message'])
