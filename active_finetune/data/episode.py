@@ -22,7 +22,8 @@ class Episode:
 
     Row t of every array belongs to control step t.  ``images`` is None for
     state-only episodes and ``states`` is None for episodes recorded on a real
-    robot (no privileged simulator state there).
+    robot (no privileged simulator state there).  ``joint_positions`` (and
+    ``metadata['joint_names']``) are filled only when asked for (exporting recorded episodes).
     """
 
     task: str
@@ -32,6 +33,7 @@ class Episode:
     states: np.ndarray | None = None
     success: bool = False
     metadata: dict = field(default_factory=dict)
+    joint_positions: np.ndarray | None = None
 
     def __post_init__(self):
         self.proprio = np.asarray(self.proprio, dtype=np.float32)
@@ -52,6 +54,11 @@ class Episode:
             self.states = np.asarray(self.states, dtype=np.float32)
             if self.states.ndim != 2 or self.states.shape[0] != n:
                 raise EpisodeError(f'states must have shape ({n}, D), got {self.states.shape}')
+        if self.joint_positions is not None:
+            self.joint_positions = np.asarray(self.joint_positions, dtype=np.float64)
+            if self.joint_positions.ndim != 2 or self.joint_positions.shape[0] != n:
+                raise EpisodeError(f'joint_positions must have shape ({n}, J), '
+                                   f'got {self.joint_positions.shape}')
         if n == 0:
             raise EpisodeError(f'episode of task {self.task!r} has no steps')
         if not np.isfinite(self.actions).all() or not np.isfinite(self.proprio).all():

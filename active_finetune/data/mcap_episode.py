@@ -538,7 +538,7 @@ def _stamp_ns(message):
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def load_episode(path, image_size=(96, 96)):
+def load_episode(path, image_size=(96, 96), joint_states=False):
     """
     Load an episode file as aligned arrays, one row per camera frame with a state and a command.
 
@@ -555,10 +555,15 @@ def load_episode(path, image_size=(96, 96)):
     the twist's linear velocity divided by ``max_linear_velocity_mps`` and the gripper command,
     clipped to [-1, 1].  Joint states without the gripper joint are ignored (drivers may publish
     arm and gripper separately).  Frames may be raw (sensor_msgs/Image rgb8, bgr8 or mono8), JPEG
-    or PNG; they are resized to ``image_size`` with area interpolation (as the policy does).
+    or PNG; they are resized to ``image_size`` with area interpolation (as the policy does), or
+    kept at full resolution with ``image_size=None``.
 
     :param path: episode bag directory, or its MCAP file, or an older single-file episode
-    :param image_size: (height, width) of the returned images
+    :param image_size: (height, width) of the returned images, or None for the recorded size
+        (every frame must have the same)
+    :param joint_states: also return each row's joint positions: those of the ``joint_states``
+        message its gripper opening comes from, by name in the order of the first such message
+        (NaN for a joint a message lacks); Episode.joint_positions and metadata 'joint_names'
     :return: :class:`~active_finetune.data.episode.Episode` (metadata: the file's
         ``active_finetune`` record plus 'path' (the MCAP file), 'frames_skipped' (frames
         without a row), 'frames_dropped' (reason -> count), 'commands_held' (rows with a held
@@ -567,9 +572,10 @@ def load_episode(path, image_size=(96, 96)):
     :raises EpisodeFileError: for a missing, torn or corrupt file, a missing topic or joint, or
         no usable frame
     """
-    height, width = int(image_size[0]), int(image_size[1])
-    if height < 1 or width < 1:
-        raise ValueError(f'image_size must be positive (height, width), got {image_size!r}')
+    if image_size is not None:
+        image_size = (int(image_size[0]), int(image_size[1]))
+        if image_size[0] < 1 or image_size[1] < 1:
+            raise ValueError(f'image_size must be positive (height, width), got {image_size!r}')
     path = episode_data_file(path)
     with open(path, 'rb') as stream:
         reader, summary = _open_reader(path, stream)
@@ -598,10 +604,20 @@ def load_episode(path, image_size=(96, 96)):
                 values.append(decoded)
         except Exception as exc:  # noqa: B902 - the mcap reader raises many types on corruption
             raise EpisodeFileError(path, f'corrupt message data ({exc!r})') from exc
-    return _align(path, metadata, streams, (height, width))
+    return _align(path, metadata, streams, image_size, joint_states)
 
 
-def _align(path, metadata, streams, image_size):
+def _joint_positions(joint_states, indices):
+    names = list(joint_states[indices[0]].name)
+    positions = np.full((len(indices), len(names)), np.nan)
+    for row, index in enumerate(indices):
+        message = joint_states[index]
+        values = dict(zip(message.name, message.position))
+        positions[row] = [values.get(name, np.nan) for name in names]
+    return names, positions
+
+
+def _align(path, metadata, streams, image_size, joint_states=False):
     max_speed_mps = _float_metadata(path, metadata, 'max_linear_velocity_mps')
     open_position = _float_metadata(path, metadata, 'gripper_open_position')
     hold_s = _hold_metadata(path, metadata)
@@ -642,12 +658,18 @@ def _align(path, metadata, streams, image_size):
     actions[:, :3] = np.array([[v.x, v.y, v.z] for v in twists], dtype=np.float64) / max_speed_mps
     actions[:, 3] = [streams['gripper'][1][index].data for index in rows.gripper]
     np.clip(actions, -1.0, 1.0, out=actions)
-    images = np.empty((len(rows), image_size[0], image_size[1], 3), dtype=np.uint8)
+    images, full_size = None, image_size is None
     for row, frame in enumerate(rows.frames):
         try:
             rgb = frame_rgb(streams['image'][1][frame])
         except ValueError as exc:
             raise EpisodeFileError(path, f'frame {frame}: {exc}') from exc
+        if images is None:
+            image_size = rgb.shape[:2] if full_size else image_size
+            images = np.empty((len(rows), image_size[0], image_size[1], 3), dtype=np.uint8)
+        if full_size and rgb.shape[:2] != image_size:
+            raise EpisodeFileError(path, f'frame {frame} is {rgb.shape[:2]}, the first '
+                                         f'{image_size}: give an image_size to resize them')
         if rgb.shape[:2] != image_size:
             rgb = cv2.resize(rgb, (image_size[1], image_size[0]), interpolation=cv2.INTER_AREA)
         images[row] = rgb
@@ -656,9 +678,14 @@ def _align(path, metadata, streams, image_size):
                 frames_dropped=dict(rows.dropped), commands_held=int(np.sum(rows.held)),
                 alignment_clocks=dict(rows.clocks),
                 frame_log_times_ns=times['image'].log_ns[rows.frames].tolist())
+    joint_positions = None
+    if joint_states:
+        info['joint_names'], joint_positions = _joint_positions(streams['joint_states'][1],
+                                                                rows.joint_states)
     try:
         return Episode(task=task, proprio=proprio, actions=actions.astype(np.float32),
-                       images=images, success=metadata.get('success') == 'true', metadata=info)
+                       images=images, success=metadata.get('success') == 'true', metadata=info,
+                       joint_positions=joint_positions)
     except EpisodeError as exc:
         raise EpisodeFileError(path, str(exc)) from exc
 
