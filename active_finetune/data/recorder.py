@@ -16,7 +16,9 @@ read.  :func:`recover_leftovers` (run when a recorder starts) rewrites such a fi
 ``<name>.recovered.mcap`` (metadata recovered=true, success=false; never listed for training) or,
 when nothing usable is in it, moves it to ``dataset_dir/quarantine/`` with a ``.reason.txt``.
 A write error (e.g. a full disk) stops the episode, keeps the partial for recovery and reports
-an error.
+an error.  Recovery itself fails soft: a leftover it cannot rewrite for lack of space (or any
+other OS error) is kept as it is, the recorder reports it in its status and refuses to record
+until a retry (:meth:`EpisodeRecorder.retry_recovery`, also tried by every start) succeeds.
 
 Layout of ``dataset_dir``::
 
@@ -123,6 +125,7 @@ class RecorderSettings:
     :param chunk_compression: MCAP chunk compression 'zstd', 'lz4' or 'none'
     :param status_period_s: status publishing period while recording
     :param flush_period_s: the writer flushes the file at least this often
+    :param recovery_retry_period_s: how often a failed leftover recovery is retried
     """
 
     dataset_dir: str = field(default='data/episodes', metadata={
@@ -185,12 +188,16 @@ class RecorderSettings:
     flush_period_s: float = field(default=0.5, metadata={
         'description': 'the writer flushes the partial file at least this often (s)',
         'range': (0.01, 60.0), 'read_only': True})
+    recovery_retry_period_s: float = field(default=10.0, metadata={
+        'description': 'while a leftover partial file could not be recovered (e.g. a full '
+                       'disk), recovery is retried this often; recording is refused meanwhile '
+                       '(s)', 'range': (0.05, 3600.0), 'read_only': True})
 
     def __post_init__(self):
         if not self.dataset_dir:
             raise ValueError('dataset_dir must not be empty')
         for name in ('max_linear_velocity_mps', 'gripper_open_position', 'max_duration_s',
-                     'status_period_s', 'flush_period_s'):
+                     'status_period_s', 'flush_period_s', 'recovery_retry_period_s'):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f'{name} must be a positive finite number, got {value!r}')
@@ -272,8 +279,10 @@ def _write_recovered(source, target, metadata_updates):
             raise EpisodeFileError(source, 'no camera frame in the readable part')
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            LOGGER.warning('cannot remove %s: %s', tmp, exc)
     fsync_directory(target.parent)
     return result
 
@@ -285,35 +294,49 @@ def recover_leftovers(dataset_dir):
     Each is rewritten as ``<name>.recovered.mcap`` (complete records only; metadata
     recovered=true, success=false) and removed, or quarantined when nothing usable is in it.
     Recovered files are not indexed: they are never trained on unless an operator renames them.
+    An OS error on the way (ENOSPC on a full disk, EIO, a read-only file system) leaves the
+    partial file where it is, with outcome 'kept': never raises for one file.
 
     :param dataset_dir: dataset directory
-    :return: list of dicts: 'partial', 'outcome' ('recovered' | 'quarantined'), 'path',
-        'frames', 'reason'
+    :return: list of dicts: 'partial', 'outcome' ('recovered' | 'quarantined' | 'kept'),
+        'path', 'frames', 'reason'
     """
     dataset_dir = Path(dataset_dir)
     results = []
     if not dataset_dir.is_dir():
         return results
     for stale in dataset_dir.glob(f'*{RECOVERED_SUFFIX}.tmp'):
-        stale.unlink()
+        try:
+            stale.unlink()
+        except OSError as exc:
+            LOGGER.warning('cannot remove %s: %s', stale, exc)
     for partial in sorted(dataset_dir.glob(f'*.mcap{PARTIAL_SUFFIX}')):
         stem = partial.name[:-len(f'.mcap{PARTIAL_SUFFIX}')]
         target = dataset_dir / f'{stem}{RECOVERED_SUFFIX}'
         try:
-            result = _write_recovered(partial, target, {'recovered': 'true', 'success': 'false'})
-        except EpisodeFileError as exc:
-            moved = quarantine(partial, f'unrecoverable partial episode: {exc.reason}')
-            results.append({'partial': str(partial), 'outcome': 'quarantined',
-                            'path': str(moved), 'frames': 0, 'reason': exc.reason})
-            continue
-        partial.unlink()
-        fsync_directory(dataset_dir)
-        reason = result['stop_reason'] or 'file was complete up to its last record'
-        LOGGER.warning('recovered %d frames of crashed episode %s into %s (%s)',
-                       result['frames'], partial, target, reason)
-        results.append({'partial': str(partial), 'outcome': 'recovered', 'path': str(target),
-                        'frames': result['frames'], 'reason': reason})
+            results.append(_recover_one(partial, target))
+        except OSError as exc:
+            reason = f'recovery failed, partial file kept: {exc}'
+            LOGGER.error('cannot recover leftover %s: %s', partial, exc)
+            results.append({'partial': str(partial), 'outcome': 'kept', 'path': str(partial),
+                            'frames': 0, 'reason': reason})
     return results
+
+
+def _recover_one(partial, target):
+    try:
+        result = _write_recovered(partial, target, {'recovered': 'true', 'success': 'false'})
+    except EpisodeFileError as exc:
+        moved = quarantine(partial, f'unrecoverable partial episode: {exc.reason}')
+        return {'partial': str(partial), 'outcome': 'quarantined', 'path': str(moved),
+                'frames': 0, 'reason': exc.reason}
+    partial.unlink()
+    fsync_directory(partial.parent)
+    reason = result['stop_reason'] or 'file was complete up to its last record'
+    LOGGER.warning('recovered %d frames of crashed episode %s into %s (%s)',
+                   result['frames'], partial, target, reason)
+    return {'partial': str(partial), 'outcome': 'recovered', 'path': str(target),
+            'frames': result['frames'], 'reason': reason}
 
 
 class _HashingStream:
@@ -613,8 +636,41 @@ class EpisodeRecorder:
         self._active = None
         self._finishing = set()
         self.last_result = None
+        self._recovery_lock = threading.Lock()
         Path(settings.dataset_dir).mkdir(parents=True, exist_ok=True)
         self.recovered = recover_leftovers(settings.dataset_dir)
+        self.recovery_failures = [item for item in self.recovered if item['outcome'] == 'kept']
+        self.recovery_checked_s = time.monotonic()
+
+    @property
+    def recovery_pending(self):
+        """:return: True while a leftover partial file could not be recovered (start refused)."""
+        return bool(self.recovery_failures)
+
+    def retry_recovery(self):
+        """
+        Try again to recover the leftovers a previous attempt had to keep (e.g. on a full disk).
+
+        :return: the results of this attempt (as :func:`recover_leftovers`), [] when nothing was
+            pending; successful ones are appended to :attr:`recovered`
+        """
+        with self._recovery_lock:
+            self.recovery_checked_s = time.monotonic()
+            if not self.recovery_failures:
+                return []
+            results = recover_leftovers(self.settings.dataset_dir)
+            self.recovered = [item for item in self.recovered if item['outcome'] != 'kept'] \
+                + results
+            self.recovery_failures = [item for item in results if item['outcome'] == 'kept']
+            return results
+
+    def _recovery_refusal(self):
+        failures = self.recovery_failures
+        names = ', '.join(Path(item['partial']).name for item in failures)
+        return (f'recording refused: {len(failures)} leftover partial episode(s) could not be '
+                f'recovered ({names}: {failures[0]["reason"]}); free space in '
+                f'{self.settings.dataset_dir}, recovery is retried every '
+                f'{self.settings.recovery_retry_period_s:g} s and at each start')
 
     @property
     def active(self):
@@ -635,12 +691,17 @@ class EpisodeRecorder:
         :param request_id: the operator/next_task request it answers, if any
         :param notes: operator notes stored in the file
         :return: the new :class:`EpisodeSession`
-        :raises RecorderRefusedError: while recording, without a task, or on low disk
+        :raises RecorderRefusedError: while recording, without a task, on low disk, or while a
+            leftover partial file could not be recovered (retried first)
         :raises OSError: when the partial file cannot be created
         """
         if not task:
             raise RecorderRefusedError('no task: operator/next_task has suggested none and '
                                        'default_task is empty')
+        if self.recovery_failures and self._active is None:
+            self.retry_recovery()
+            if self.recovery_failures:
+                raise RecorderRefusedError(self._recovery_refusal())
         with self._lock:
             if self._active is not None:
                 raise RecorderRefusedError(
@@ -855,6 +916,10 @@ class EpisodeRecorder:
                     'dropped': session.dropped_total, 'path': str(session.partial_path),
                     'message': f'recording episode {session.number}', 'saving': self.saving}
         last = self.last_result
+        if self.recovery_failures and not self.saving:
+            return {'state': 'error', 'task': '', 'duration_s': 0.0, 'frames': 0, 'dropped': 0,
+                    'path': self.recovery_failures[0]['partial'],
+                    'message': self._recovery_refusal(), 'saving': 0}
         if self.saving:
             return {'state': 'saving', 'task': '', 'duration_s': 0.0, 'frames': 0, 'dropped': 0,
                     'path': '', 'message': f'writing {self.saving} episode(s)',

@@ -13,6 +13,7 @@ file is renamed and indexed.  See docs/interfaces.md for the payloads.
 import collections
 import json
 import threading
+import time
 
 from active_finetune.data.recorder import EpisodeRecorder, RecorderError, RecorderSettings
 from active_finetune.nodes.conversions import ConversionError, image_to_rgb, joint_positions
@@ -84,7 +85,11 @@ class DemoRecorderNode(Node):
         recovered = [item for item in self.recorder.recovered if item['outcome'] == 'recovered']
         message = 'ready' + (f'; {len(recovered)} crashed episode(s) set aside as recovered'
                              if recovered else '')
-        self._publish_status({**self.recorder.status(), 'message': message})
+        if self.recorder.recovery_pending:  # e.g. a full disk: keep running, refuse to record
+            self.get_logger().error(self.recorder.status()['message'])
+            self._publish_status(self.recorder.status())
+        else:
+            self._publish_status({**self.recorder.status(), 'message': message})
         self.get_logger().info(f'recording into {self.settings.dataset_dir}')
 
     # --- status -----------------------------------------------------------------------------
@@ -94,10 +99,33 @@ class DemoRecorderNode(Node):
         self._status_pub.publish(String(data=json.dumps(payload)))
         self._last_status_s = self.get_clock().now().nanoseconds * 1e-9
 
+    def _retry_recovery(self):
+        """Retry a failed leftover recovery every recovery_retry_period_s; report a change."""
+        recorder = self.recorder
+        if (not recorder.recovery_pending or recorder.active is not None
+                or time.monotonic() - recorder.recovery_checked_s
+                < self.settings.recovery_retry_period_s):
+            return
+        before = recorder.status()['message']
+        results = recorder.retry_recovery()
+        if recorder.recovery_pending:
+            if recorder.status()['message'] != before:
+                self._publish_status(recorder.status())
+            return
+        done = [item for item in results if item['outcome'] != 'kept']
+        for item in done:
+            self.get_logger().warning(
+                f"leftover {item['partial']}: {item['outcome']} as {item['path']} "
+                f"({item['frames']} frames; {item['reason']})")
+        self._publish_status({**recorder.status(), 'message': (
+            f'ready; {len(done)} leftover partial episode(s) recovered after the earlier '
+            'failure')})
+
     def _on_timer(self):
         try:
             while self._finished:
                 self._report(self._finished.popleft())
+            self._retry_recovery()
             session = self.recorder.active
             if session is not None and session.duration_s > self.settings.max_duration_s:
                 self._stop_reason = f'max_duration_s {self.settings.max_duration_s} s reached'

@@ -1,5 +1,6 @@
 """Recording core: round trip, drops, success policies, write errors, recovery after SIGKILL."""
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ import sys
 import textwrap
 import time
 
+from active_finetune.data import recorder as recorder_module
 from active_finetune.data.episode_index import file_sha256, list_saved_episodes
 from active_finetune.data.mcap_episode import decode_image, encode_image, load_episode, \
     read_episode_info
@@ -338,3 +340,98 @@ def test_unrecoverable_partial_is_quarantined(tmp_path):
         assert (dataset / 'quarantine' / f'{name}.reason.txt').read_text().strip()
     assert list(dataset.glob('*.partial')) == []
     assert list_saved_episodes(dataset) == []
+
+
+def leftover_partial(tmp_path, dataset):
+    """Record a real episode elsewhere and leave it in ``dataset`` as a crash's .partial file."""
+    finished = []
+    source = EpisodeRecorder(settings(tmp_path / 'elsewhere'), on_finished=finished.append)
+    source.start('push')
+    record_steps(source, 12)
+    source.stop()
+    assert source.wait_idle(5.0) and finished[-1]['state'] == 'saved'
+    dataset.mkdir(parents=True, exist_ok=True)
+    partial = dataset / 'episode_000001_push.mcap.partial'
+    os.replace(finished[-1]['path'], partial)
+    return partial
+
+
+def full_disk(monkeypatch, state):
+    """Make the recovery's writes raise ENOSPC after 4 kB while ``state['full']`` is true."""
+    original = recorder_module.rewrite_salvaged
+
+    class FullDiskStream:
+        def __init__(self, raw):
+            self.raw = raw
+            self.written = 0
+
+        def write(self, data):
+            if self.written + len(data) > 4096:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.written += len(data)
+            return self.raw.write(data)
+
+        def tell(self):
+            return self.raw.tell()
+
+        def flush(self):
+            self.raw.flush()
+
+    def rewrite(path, stream, metadata_updates):
+        state['attempts'] += 1
+        return original(path, FullDiskStream(stream) if state['full'] else stream,
+                        metadata_updates)
+
+    monkeypatch.setattr(recorder_module, 'rewrite_salvaged', rewrite)
+
+
+def test_recovery_on_a_full_disk_keeps_the_partial_and_refuses_until_space_is_back(
+        tmp_path, monkeypatch):
+    dataset = tmp_path / 'episodes'
+    partial = leftover_partial(tmp_path, dataset)
+    content = partial.read_bytes()
+    state = {'full': True, 'attempts': 0}
+    full_disk(monkeypatch, state)
+
+    recorder = EpisodeRecorder(settings(tmp_path))  # used to raise OSError (ENOSPC) here
+    assert state['attempts'] == 1
+    assert [r['outcome'] for r in recorder.recovered] == ['kept']
+    assert recorder.recovery_pending
+    assert partial.read_bytes() == content
+    assert list(dataset.glob('*.tmp')) == [] and list(dataset.glob('*.recovered.mcap')) == []
+    status = recorder.status()
+    assert status['state'] == 'error' and status['path'] == str(partial)
+    assert 'No space left' in status['message'] and partial.name in status['message']
+    with pytest.raises(RecorderRefusedError, match='No space left'):
+        recorder.start('reach')
+    assert state['attempts'] == 2  # start retried the recovery first
+    assert recorder.active is None and list(dataset.glob('*.mcap')) == []
+    assert recorder.retry_recovery()[0]['outcome'] == 'kept' and recorder.recovery_pending
+
+    state['full'] = False  # space is back
+    results = recorder.retry_recovery()
+    assert [r['outcome'] for r in results] == ['recovered']
+    assert not recorder.recovery_pending and not partial.exists()
+    assert [r['outcome'] for r in recorder.recovered] == ['recovered']
+    recovered = dataset / 'episode_000001_push.recovered.mcap'
+    assert read_episode_info(recovered)['recovered'] == 'true'
+    assert recorder.status()['state'] == 'idle'
+    session = recorder.start('reach')
+    assert session.number == 2
+    recorder.discard()
+    assert recorder.wait_idle(5.0)
+
+
+def test_start_retries_a_failed_recovery_and_records_once_it_succeeds(tmp_path, monkeypatch):
+    dataset = tmp_path / 'episodes'
+    partial = leftover_partial(tmp_path, dataset)
+    state = {'full': True, 'attempts': 0}
+    full_disk(monkeypatch, state)
+    recorder = EpisodeRecorder(settings(tmp_path))
+    assert recorder.recovery_pending
+    state['full'] = False
+    session = recorder.start('reach')
+    assert not recorder.recovery_pending and not partial.exists()
+    assert (dataset / 'episode_000001_push.recovered.mcap').exists()
+    recorder.discard()
+    assert session.number == 2 and recorder.wait_idle(5.0)

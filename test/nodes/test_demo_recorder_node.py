@@ -1,10 +1,15 @@
 """Demo recorder node through real DDS: services, record button, status, episode topic, refusal."""
 
+import errno
 import json
+import os
 import threading
+import time
 
+from active_finetune.data import recorder as recorder_module
 from active_finetune.data.episode_index import file_sha256, list_saved_episodes
 from active_finetune.data.mcap_episode import load_episode
+from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
 from active_finetune.nodes.conversions import linear_to_twist_stamped, rgb_to_image
 from active_finetune.nodes.demo_recorder_node import DemoRecorderNode
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, latched_qos, \
@@ -173,3 +178,57 @@ def test_start_refused_without_a_task(ros, wait_for, recorder):
     recorder(default_task='')
     answer = call(ros, wait_for, Trigger, 'recorder/start')
     assert not answer.success and 'no task' in answer.message
+
+
+def test_full_disk_at_start_keeps_the_node_up_refuses_and_recovers_when_space_is_back(
+        ros, wait_for, recorder, tmp_path, monkeypatch):
+    # A leftover .partial file (a real episode recorded elsewhere), and a disk that is full
+    # while the recovery rewrites it: the node used to die with ENOSPC in its constructor.
+    finished = []
+    source = EpisodeRecorder(RecorderSettings(dataset_dir=str(tmp_path / 'elsewhere'),
+                                              min_free_disk_mb=0.0),
+                             on_finished=finished.append)
+    source.start('push')
+    for step in range(6):
+        t = 1_700_000_000_000_000_000 + step * 33_000_000
+        source.add_image(np.full((24, 32, 3), 50 + step, dtype=np.uint8), t, log_time_ns=t)
+        source.add_joint_state(['arm', GRIPPER_JOINT], [0.1, 0.05], stamp_ns=t, log_time_ns=t)
+        source.add_ee_pose((0.1, 0.2, 0.3), stamp_ns=t, log_time_ns=t)
+        source.add_twist((0.01, 0.0, 0.0), stamp_ns=t + 1000, log_time_ns=t + 1000)
+        source.add_gripper(1.0, log_time_ns=t + 1000)
+    source.stop()
+    assert source.wait_idle(5.0) and finished[-1]['state'] == 'saved', finished
+    dataset = tmp_path / 'episodes'
+    dataset.mkdir()
+    partial = dataset / 'episode_000001_push.mcap.partial'
+    os.replace(finished[-1]['path'], partial)
+    content = partial.read_bytes()
+
+    disk = {'full': True}
+    original = recorder_module.rewrite_salvaged
+
+    def rewrite(path, stream, metadata_updates):
+        if disk['full']:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(path, stream, metadata_updates)
+
+    monkeypatch.setattr(recorder_module, 'rewrite_salvaged', rewrite)
+    status = ros.collect(String, 'recorder/status', LATCHED_QOS)
+    recorder(recovery_retry_period_s=0.2)
+    assert wait_for(lambda: last_status(status).get('state') == 'error', 10.0)
+    assert 'No space left' in last_status(status)['message']
+    assert last_status(status)['path'] == str(partial)
+    answer = call(ros, wait_for, Trigger, 'recorder/start')
+    assert not answer.success and 'No space left' in answer.message
+    assert partial.read_bytes() == content
+    time.sleep(0.5)  # several retries while the disk is still full: still refusing, file kept
+    assert last_status(status).get('state') == 'error' and partial.exists()
+
+    disk['full'] = False
+    assert wait_for(lambda: last_status(status).get('state') == 'idle', 10.0)
+    assert 'recovered' in last_status(status)['message']
+    assert not partial.exists()
+    assert (dataset / 'episode_000001_push.recovered.mcap').exists()
+    answer = call(ros, wait_for, Trigger, 'recorder/start')
+    assert answer.success, answer.message
+    assert call(ros, wait_for, Trigger, 'recorder/discard').success
