@@ -16,6 +16,7 @@ NODES = {
     'task_selector_node': 'task_selector_node',
     'demo_recorder_node': 'demo_recorder_node',
     'trainer_node': 'trainer_node',
+    'dashboard_node': 'dashboard_node',
 }
 COMMANDS = {
     'af-pretrain': 'active_finetune.commands.pretrain:main',
@@ -30,6 +31,9 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*', 'bench']),
+    # The dashboard's page (HTML, CSS, JavaScript), served by dashboard_node from the package:
+    # nothing is fetched from the internet at run time.
+    package_data={f'{PACKAGE}.dashboard': ['static/*.html', 'static/*.css', 'static/*.js']},
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),

@@ -44,7 +44,8 @@ def test_config_dir_of_the_checkout_is_found():
 def test_sim_graph_has_the_loop_nodes_with_installed_executables():
     graph = load_graph('sim')
     assert [n.name for n in graph.nodes] == [
-        'sim_bridge', 'command_mux', 'policy', 'task_selector', 'demo_recorder', 'trainer']
+        'sim_bridge', 'command_mux', 'policy', 'task_selector', 'demo_recorder', 'trainer',
+        'dashboard']
     nodes = setup_py_nodes()
     for node in graph.nodes:
         assert node.executable in nodes and nodes[node.executable] == node.executable
@@ -58,7 +59,7 @@ def test_robot_graph_runs_camera_and_spacemouse_and_remaps_the_driver_topics():
                                            'ee_pose_topic': ''})
     assert [n.name for n in graph.nodes] == [
         'camera', 'spacemouse', 'command_mux', 'policy', 'task_selector', 'demo_recorder',
-        'trainer']
+        'trainer', 'dashboard']
     assert graph.node('camera').parameters['backend'] == 'realsense'
     for node in graph.nodes:
         assert set(node.remappings) == {('joint_states', '/franka/joint_states'),

@@ -132,7 +132,8 @@ def test_graph_arguments_have_descriptions_and_gazebo_takes_the_sim_arguments():
     robot = {a.name for a in load_graph('robot', validate=False).arguments}
     gazebo = {a.name for a in load_graph('gazebo', validate=False).arguments}
     assert sim == {'dataset_dir', 'checkpoint', 'checkpoint_dir', 'strategy', 'budget',
-                   'demos_per_round', 'namespace'}
+                   'demos_per_round', 'namespace', 'dashboard', 'dashboard_host',
+                   'dashboard_port', 'dashboard_token'}
     assert robot - gazebo == {'use_camera'} and sim < gazebo < robot
     assert gazebo - sim == {'camera_topic', 'joint_states_topic', 'ee_pose_topic',
                             'cmd_twist_topic', 'cmd_gripper_topic'}
@@ -152,7 +153,9 @@ def launch_argument_texts(graph):
              'camera_topic': '/camera/camera/color/image_raw',
              'joint_states_topic': '/joint_states', 'ee_pose_topic': '/franka/ee_pose',
              'cmd_twist_topic': '/servo_node/delta_twist_cmds',
-             'cmd_gripper_topic': '/gripper/command', 'use_camera': 'false'}
+             'cmd_gripper_topic': '/gripper/command', 'use_camera': 'false',
+             'dashboard': 'true', 'dashboard_host': '0.0.0.0', 'dashboard_port': '8081',
+             'dashboard_token': 'a-token-of-24-characters'}
     assert names <= set(texts), names - set(texts)
     return {name: texts[name] for name in names}
 
@@ -289,7 +292,8 @@ def test_driver_arguments_namespace_camera_topic_and_use_camera():
         'use_camera': 'false', 'namespace': 'arm1/left',
         'camera_topic': '/camera/camera/color/image_raw'})
     assert [node.name for node in graph.nodes] == [
-        'spacemouse', 'command_mux', 'policy', 'task_selector', 'demo_recorder', 'trainer']
+        'spacemouse', 'command_mux', 'policy', 'task_selector', 'demo_recorder', 'trainer',
+        'dashboard']
     assert graph.namespace == '/arm1/left'
     for node in graph.nodes:
         assert node.namespace == '/arm1/left'
