@@ -25,6 +25,7 @@ COMMANDS = {
     'af-demo-loop': 'active_finetune.commands.demo_loop:main',
     'af-runner': 'active_finetune.runner:main',
     'af-console': 'active_finetune.nodes.operator_console:main',
+    'af-export': 'active_finetune.commands.export:main',
 }
 
 setup(
@@ -48,6 +49,10 @@ setup(
     # where) and declared in package.xml for rosdep; install_requires stays empty so `colcon
     # build` never pulls wheels over the ROS install.
     install_requires=['setuptools'],
+    # `pip install -e .[export]` without requirements/: what af-export writes its datasets with
+    # (robomimic HDF5; diffusion_policy's zarr 2 replay buffer and its Blosc codec), as pinned in
+    # requirements/base.txt.
+    extras_require={'export': ['h5py==3.16.0', 'zarr==2.18.7', 'numcodecs==0.15.2']},
     zip_safe=True,
     maintainer='active_finetune developers',
     maintainer_email='active-finetune@example.org',
