@@ -9,8 +9,8 @@ import urllib.error
 import urllib.request
 
 from active_finetune import payloads
-from active_finetune.dashboard.app import create_app, DashboardServer, parse_command, \
-    CommandError
+from active_finetune.dashboard.app import CommandError, create_app, DashboardServer, \
+    parse_command
 from active_finetune.dashboard.config import DashboardConfig, is_loopback
 from active_finetune.dashboard.frames import FrameHub, make_packet, parse_packet, policy_view
 from active_finetune.dashboard.state import DashboardState
