@@ -13,8 +13,10 @@ and privileged rebalancing with a sign-flip test; the tasks picked per round) an
 import argparse
 import json
 import logging
+import math
 import multiprocessing
 from pathlib import Path
+import queue
 import time
 
 from active_finetune.amf.active_loop import ActiveFinetuningLoop, LoopConfig
@@ -94,18 +96,80 @@ def _pretrained(out, spec, seed):
     return policy, demos
 
 
+def rounds_per_run(spec):
+    """
+    Count the rounds of one run: the evaluation before fine-tuning and one per demos_per_round.
+
+    :param spec: experiment spec dict (budget, demos_per_round)
+    :return: int
+    """
+    return 1 + math.ceil(spec['budget'] / spec['demos_per_round'])
+
+
+def report_round(progress, variant, seed, round_index, spec, demos_used, mean_success=None):
+    """
+    Tell the main process that a run finished a round (no-op without a progress queue).
+
+    :param progress: queue shared with the main process, or None
+    :param variant: variant name
+    :param seed: run seed
+    :param round_index: 0 for the evaluation before fine-tuning, then 1, 2, ...
+    :param spec: experiment spec dict
+    :param demos_used: demos used so far
+    :param mean_success: mean success after the round (None for a skipped, finished run)
+    """
+    if progress is not None:
+        progress.put({'variant': variant, 'seed': seed, 'round': round_index,
+                      'rounds': rounds_per_run(spec) - 1, 'demos_used': demos_used,
+                      'budget': spec['budget'], 'mean_success': mean_success})
+
+
+def follow_progress(result, progress, bar, poll_s=0.5):
+    """
+    Move the bar by one per round any run finishes, until the pool's result is ready.
+
+    A run that finished in an earlier invocation reports all its rounds at once.
+
+    :param result: AsyncResult of the pool's map
+    :param progress: the queue the runs report to (:func:`report_round`)
+    :param bar: tqdm bar over rounds (jobs x :func:`rounds_per_run`)
+    :param poll_s: queue poll period (s)
+    :return: the runs' results (re-raises a run's exception)
+    """
+    while True:
+        try:
+            item = progress.get(timeout=poll_s)
+        except queue.Empty:
+            if result.ready():
+                break
+            continue
+        label = (f"{item['variant']} seed {item['seed']}: round {item['round']}/"
+                 f"{item['rounds']}, demos used {item['demos_used']}/{item['budget']}")
+        if item['mean_success'] is None:
+            bar.update(item['rounds'] + 1)
+            bar.write(f'{label} (finished earlier)')
+        else:
+            bar.update(1)
+            bar.write(f"{label}, mean success {item['mean_success']:.2f}")
+        bar.set_postfix_str(label, refresh=True)
+    return result.get()
+
+
 def run_one(args):
     """
     One (strategy, seed) run; writes its JSON after every round.
 
-    :param args: (out dir, experiment spec dict, strategy variant dict, seed)
+    :param args: (out dir, experiment spec dict, strategy variant dict, seed[, progress queue])
     :return: path of the run's JSON
     """
-    out, spec, variant, seed = args
+    out, spec, variant, seed, *rest = args
+    progress = rest[0] if rest else None
     import torch
     torch.set_num_threads(1)
     path = out / 'runs' / f'{variant["name"]}_seed{seed}.json'
     if path.exists() and json.loads(path.read_text()).get('finished'):
+        report_round(progress, variant['name'], seed, rounds_per_run(spec) - 1, spec,
+                     spec['budget'])
         return str(path)
     policy, pre_demos = _pretrained(out, spec, seed)
     sim_config = SimConfig(image_size=spec['image_size'] if spec['observation'] == 'image' else 0,
@@ -130,12 +194,15 @@ def run_one(args):
     record['rounds'].append({'round': 0, 'demos_used': 0, 'success': rates,
                              'mean_success': float(np.mean(list(rates.values())))})
     _write_json(path, record)
+    report_round(progress, variant['name'], seed, 0, spec, 0, record['rounds'][0]['mean_success'])
     while not loop.done:
         info = loop.step()
         rates = loop.evaluate()
         info.update(success=rates, mean_success=float(np.mean(list(rates.values()))))
         record['rounds'].append(info)
         _write_json(path, record)
+        report_round(progress, variant['name'], seed, len(record['rounds']) - 1, spec,
+                     info['demos_used'], info['mean_success'])
     record['finished'] = True
     record['wall_s'] = round(time.perf_counter() - t0, 1)
     _write_json(path, record)
@@ -488,8 +555,9 @@ def parse_variants(text):
     ``features`` (AMF embeds with last-layer features instead of loss gradients), ``l2``
     (fine-tune with L2-to-init instead of the adaptive prior; any strategy; ``no_prior`` is an
     alias) and ``uncapped`` (the adaptive prior without the cap of each task's alpha at its share
-    of the demos, ``n_new / (n_new + n_pretrain)``).  Names are normalised: ``amf:no_prior`` and ``amf:l2`` are both 'amf-l2', and flags
-    appear in a fixed order (``amf:l2+features`` is 'amf-features+l2').
+    of the demos, ``n_new / (n_new + n_pretrain)``).  Names are normalised: ``amf:no_prior`` and
+    ``amf:l2`` are both 'amf-l2', and flags appear in a fixed order (``amf:l2+features`` is
+    'amf-features+l2').
 
     :param text: comma list of variants, e.g. 'amf,uniform,amf:features,uniform:l2'
     :return: list of variant dicts (name, strategy and the settings the flags change)
@@ -584,11 +652,14 @@ def main(argv=None):
     # Pretrain every seed once before the runs share it.
     for seed in tqdm(range(args.seeds), desc='pretrain'):
         _pretrained(out, spec, seed)
-    jobs = [(out, spec, v, s) for s in range(args.seeds) for v in variants]
     ctx = multiprocessing.get_context('spawn')
-    with ctx.Pool(max(1, args.workers)) as pool:
-        for _ in tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc='runs'):
-            pass
+    # The runs report each round on a queue, so the bar moves within a run, not only at its end.
+    with ctx.Manager() as manager, ctx.Pool(max(1, args.workers)) as pool:
+        progress = manager.Queue()
+        jobs = [(out, spec, v, s, progress) for s in range(args.seeds) for v in variants]
+        with tqdm(total=len(jobs) * rounds_per_run(spec), desc=f'{len(jobs)} runs',
+                  unit='round') as bar:
+            follow_progress(pool.map_async(run_one, jobs, chunksize=1), progress, bar)
     summary = summarise(out)
     for name, s in summary_variants(summary).items():
         print(f'{name:28s} AUC {s["auc_mean"]:.3f} '

@@ -312,7 +312,7 @@ def test_older_versions_and_other_task_lists_are_refused_and_the_newest_refusal_
     assert 'another order' in status(graph)['refused']['reason']
 
     # Two malformed announcements in a row: the second one's reason is in the status too.
-    for text, words in (('{"version": 22', 'not JSON'), ('[22]', 'must be a JSON object')):
+    for text, words in (('{"version": 22', 'not JSON'), ('[22]', 'expected a JSON object')):
         graph.checkpoint_pub.publish(String(data=text))
         assert pump(graph, wait_for, lambda: words in (status(graph)['refused'] or {}).get(
             'reason', '')), status(graph)
