@@ -113,6 +113,7 @@ def _make_monitor_node(monitor):
     from rclpy.node import Node
     from std_msgs.msg import String
     from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
+    from active_finetune.payloads import decode_dict
 
     class MonitorNode(Node):
         def __init__(self):
@@ -124,13 +125,13 @@ def _make_monitor_node(monitor):
                     ('trainer/status', monitor.on_trainer_status, COMMAND_QOS),
                     ('recorder/episode', monitor.on_episode, latched_qos(10)),
                     ('policy/status', monitor.on_policy_status, LATCHED_QOS)):
-                self.create_subscription(String, topic, lambda m, h=handler: self._safe(h, m),
-                                         qos)
+                self.create_subscription(
+                    String, topic, lambda m, h=handler, t=topic: self._safe(h, t, m), qos)
 
-        def _safe(self, handler, msg):
+        def _safe(self, handler, topic, msg):
             try:
-                handler(json.loads(msg.data))
-            except (ValueError, KeyError, TypeError) as exc:
+                handler(decode_dict(topic, msg.data))
+            except (ValueError, KeyError, TypeError) as exc:  # PayloadError is a ValueError
                 monitor.errors.append(f'malformed message: {exc!r}')
 
     return MonitorNode()

@@ -10,12 +10,12 @@ control otherwise; stale sources count as absent; estop latches zero until a
 False arrives; NaN gives zero; every axis is clamped.  Zero on shutdown.
 """
 
-import json
 
 from active_finetune.nodes.conversions import linear_to_twist_stamped, twist_stamped_to_linear
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 from active_finetune.nodes.spin import run_node
+from active_finetune.payloads import decode_recorder_status, encode, MuxStatus, PayloadError
 from active_finetune.safety import CommandMux, CommandMuxConfig, POLICY, TELEOP
 from geometry_msgs.msg import TwistStamped
 import numpy as np
@@ -73,10 +73,10 @@ class CommandMuxNode(Node):
 
     def _on_recorder_status(self, msg):
         try:
-            state = json.loads(msg.data)['state']
-        except (ValueError, KeyError, TypeError) as error:
+            state = decode_recorder_status(msg.data).state
+        except PayloadError as error:
             self.get_logger().warning(
-                f'ignoring recorder/status without a JSON "state" ({error!r}): {msg.data[:200]!r}',
+                f'ignoring malformed recorder/status ({error})',
                 throttle_duration_sec=10.0)
             return
         self._mux.on_recorder_state(state)
@@ -100,7 +100,9 @@ class CommandMuxNode(Node):
             self.publish_zero()
 
     def _announce(self, decision):
-        self._status_pub.publish(String(data=decision.status()))
+        self._status_pub.publish(String(data=encode(MuxStatus(
+            source=decision.source, estop=decision.estop, code=decision.code,
+            reason=decision.reason))))
         text = f'source={decision.source} estop={decision.estop} {decision.code}' \
             + (f': {decision.reason}' if decision.reason else '')
         if decision.code in ('ok', 'clamped'):

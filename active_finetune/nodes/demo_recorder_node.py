@@ -11,7 +11,6 @@ file is renamed and indexed.  See docs/interfaces.md for the payloads.
 """
 
 import collections
-import json
 import threading
 import time
 
@@ -21,6 +20,8 @@ from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, latched_qos, \
     SENSOR_QOS, sensor_subscription_options
 from active_finetune.nodes.spin import run_node
+from active_finetune.payloads import decode_next_task, encode, EpisodeSaved, PayloadError, \
+    RecorderStatus
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState, Joy
@@ -96,7 +97,7 @@ class DemoRecorderNode(Node):
     def _publish_status(self, status):
         payload = {key: status.get(key) for key in ('state', 'task', 'request_id', 'duration_s',
                                                     'frames', 'dropped', 'path', 'message')}
-        self._status_pub.publish(String(data=json.dumps(payload)))
+        self._status_pub.publish(String(data=encode(RecorderStatus.from_dict(payload))))
         self._last_status_s = self.get_clock().now().nanoseconds * 1e-9
 
     def _retry_recovery(self):
@@ -145,11 +146,11 @@ class DemoRecorderNode(Node):
             result = {**result, 'message': f"{result['message']} ({self._stop_reason})"}
         self._stop_reason = ''
         if result['state'] == 'saved':
-            self._episode_pub.publish(String(data=json.dumps({
-                'path': result['path'], 'task': result['task'], 'success': result['success'],
-                'steps': result['steps'], 'frames': result['frames'], 'sha256': result['sha256'],
-                'request_id': result['request_id'], 'dropped': result['dropped'],
-                'duration_s': result['duration_s'], 'bag_path': result['bag_path']})))
+            self._episode_pub.publish(String(data=encode(EpisodeSaved(
+                path=result['path'], task=result['task'], success=result['success'],
+                steps=result['steps'], frames=result['frames'], sha256=result['sha256'],
+                request_id=result['request_id'], dropped=result['dropped'],
+                duration_s=result['duration_s'], bag_path=result['bag_path']))))
             self.get_logger().info(result['message'])
         elif result['state'] == 'error':
             self.get_logger().error(result['message'])
@@ -227,16 +228,14 @@ class DemoRecorderNode(Node):
     # --- subscriptions --------------------------------------------------------------------------
     def _on_next_task(self, msg):
         try:
-            payload = json.loads(msg.data)
-            task = payload.get('task') or ''
-            request_id = payload.get('request_id')
-        except (ValueError, AttributeError):
-            self.get_logger().warning(f'ignoring malformed operator/next_task: {msg.data[:200]!r}',
+            payload = decode_next_task(msg.data)
+        except PayloadError as error:
+            self.get_logger().warning(f'ignoring malformed operator/next_task: {error}',
                                       throttle_duration_sec=10.0)
             return
         with self._suggestion_lock:
-            self._suggestion = {'task': '' if payload.get('done') else task,
-                                'request_id': request_id}
+            self._suggestion = {'task': '' if payload.done else payload.task,
+                                'request_id': payload.request_id}
 
     def _on_image(self, msg):
         if self.recorder.active is None:

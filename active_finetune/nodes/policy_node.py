@@ -35,7 +35,6 @@ Control cycles, task changes, estops and rollbacks are serialised by one lock.
 
 from collections import deque
 from dataclasses import dataclass
-import json
 import threading
 import time
 
@@ -46,6 +45,7 @@ from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSOR_QOS, \
     sensor_subscription_options
 from active_finetune.nodes.spin import run_node
+from active_finetune.payloads import encode, PolicyStatus
 from active_finetune.policy.hot_swap import CheckpointRefusedError, load_initial, \
     PolicyHotSwap, PolicyNodeConfig, RollbackError
 from active_finetune.policy.inputs import proprio_from_robot
@@ -390,7 +390,7 @@ class PolicyNode(Node):
         self.status = status
         if key != self._status_key:
             self._status_key = key
-            self._status_pub.publish(String(data=json.dumps(status)))
+            self._status_pub.publish(String(data=encode(PolicyStatus.from_dict(status))))
 
     def publish_zero(self):
         """Publish a zero twist (the gripper is left to the mux, which holds it)."""

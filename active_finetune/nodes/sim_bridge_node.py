@@ -19,7 +19,6 @@ reach the sim back through the command mux), a second press stops.  See
 thread so the executor is never blocked by rendering.
 """
 
-import json
 import os
 
 from active_finetune.nodes.conversions import camera_info_from_intrinsics, \
@@ -27,6 +26,8 @@ from active_finetune.nodes.conversions import camera_info_from_intrinsics, \
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSOR_QOS
 from active_finetune.nodes.spin import run_node
+from active_finetune.payloads import decode_next_task, decode_recorder_status, encode, \
+    PayloadError, SimStatus
 from active_finetune.sim.bridge import SimBridge, SimBridgeConfig
 from active_finetune.sim.metaworld_env import UnknownTaskError
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -110,7 +111,7 @@ class SimBridgeNode(Node):
 
     def _on_next_task(self, msg):
         try:
-            outcome = self._bridge.demos.offer(json.loads(msg.data))
+            outcome = self._bridge.demos.offer(decode_next_task(msg.data).to_dict())
         except ValueError as error:
             self.get_logger().error(f'ignoring operator/next_task: {error}')
             return
@@ -172,10 +173,10 @@ class SimBridgeNode(Node):
 
     def _on_recorder_status(self, msg):
         try:
-            status = json.loads(msg.data)
-            self._recorder_state = (str(status['state']), str(status.get('task') or ''))
-        except (ValueError, KeyError, TypeError) as error:
-            self.get_logger().warning(f'ignoring malformed recorder/status: {error!r}',
+            status = decode_recorder_status(msg.data)
+            self._recorder_state = (status.state, status.task)
+        except PayloadError as error:
+            self.get_logger().warning(f'ignoring malformed recorder/status: {error}',
                                       throttle_duration_sec=5.0)
 
     def recorder_state(self):
@@ -214,7 +215,7 @@ class SimBridgeNode(Node):
             'state': 'demonstrating' if event.request_id is not None else 'running',
             'task': event.task, 'episode': event.episode, 'seed': event.seed,
             'request_id': event.request_id, 'last_episode': self._last_episode}
-        self._status_pub.publish(String(data=json.dumps(self.status)))
+        self._status_pub.publish(String(data=encode(SimStatus.from_dict(self.status))))
 
     # ---------------------------------------------------------------- shutdown
 

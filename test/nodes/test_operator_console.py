@@ -88,7 +88,8 @@ def test_state_reflects_published_topics(ros, wait_for):
         {'state': 'recording', 'task': 'drawer-open', 'duration_s': 2.5, 'frames': 75,
          'dropped': 0})))
     latched['policy/status'].publish(String(data=json.dumps(
-        {'state': 'estop', 'reason': 'estop engaged', 'task': 'drawer-open', 'version': 1})))
+        {'state': 'idle', 'code': 'estop', 'reason': 'estop engaged', 'task': 'drawer-open',
+         'version': 1})))
     latched['trainer/checkpoint'].publish(String(data=json.dumps(
         {'path': '/c/v2', 'sha256': 'a' * 64, 'version': 2, 'round': 1, 'demos_used': 5,
          'step': 10, 'metrics': {'train_loss': 0.2}, 'weights_b64': 'QUJD' * 250000})))
@@ -114,7 +115,7 @@ def test_state_reflects_published_topics(ros, wait_for):
     assert wait_for(complete, 5.0), console.console_state.snapshot()
     state = console.console_state.snapshot()
     assert (state['recorder']['state'], state['recorder']['frames']) == ('recording', 75)
-    assert (state['policy']['state'], state['policy']['reason']) == ('estop', 'estop engaged')
+    assert (state['policy']['state'], state['policy']['reason']) == ('idle', 'estop engaged')
     assert state['checkpoint'] == {'version': 2, 'round': 1, 'demos_used': 5,
                                    'metrics': {'train_loss': 0.2},
                                    'received_s': state['checkpoint']['received_s']}
@@ -213,13 +214,12 @@ def test_estop_banner_shows_what_the_command_mux_confirms(ros, wait_for):
     assert has_event(console, 'command mux running')
 
 
-def test_console_alone_says_no_nodes_found():
+def test_console_alone_says_no_nodes_found(process_groups):
     """af-console --once with nothing else in the graph (discovery off: nobody can be seen)."""
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='OFF')
-    result = subprocess.run(
+    result = process_groups.run(
         [sys.executable, '-m', 'active_finetune.nodes.operator_console', '--once',
-         '--ros-args', '-p', 'once_wait_s:=2.5'],
-        capture_output=True, text=True, timeout=60, env=env)
+         '--ros-args', '-p', 'once_wait_s:=2.5'], timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert 'NO NODES FOUND' in result.stdout, result.stdout
     assert 'ESTOP ENGAGED' not in result.stdout
@@ -233,14 +233,13 @@ def test_quit_and_unknown_keys(ros):
     assert console.quit_requested.is_set()
 
 
-def test_once_prints_a_snapshot_and_exits(ros):
+def test_once_prints_a_snapshot_and_exits(ros, process_groups):
     publisher = ros.publisher(String, 'operator/next_task', LATCHED_QOS)
     publisher.publish(String(data=json.dumps(NEXT_TASK)))
     env = dict(os.environ, COLUMNS='100')
-    result = subprocess.run(
+    result = process_groups.run(
         [sys.executable, '-m', 'active_finetune.nodes.operator_console', '--once',
-         '--ros-args', '-p', 'once_wait_s:=8.0'],
-        capture_output=True, text=True, timeout=40, env=env, stdin=subprocess.DEVNULL)
+         '--ros-args', '-p', 'once_wait_s:=8.0'], timeout=60, env=env, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert 'DEMONSTRATE' in result.stdout and 'drawer-open' in result.stdout
     assert '5 / 20 demos used' in result.stdout
@@ -275,14 +274,15 @@ def _read_until(fd, needle, timeout_s):
     return output
 
 
-def test_console_in_a_terminal_sends_estop_and_restores_the_terminal_on_sigterm(ros, wait_for):
+def test_console_in_a_terminal_sends_estop_and_restores_the_terminal_on_sigterm(
+        ros, wait_for, process_groups):
     received = ros.collect(Bool, 'estop', LATCHED_QOS)
     master, slave = pty.openpty()
     before = termios.tcgetattr(slave)
     env = dict(os.environ, COLUMNS='100', LINES='50', TERM='xterm')
-    process = subprocess.Popen(
+    process = process_groups.popen(
         [sys.executable, '-m', 'active_finetune.nodes.operator_console'],
-        stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+        stdin=slave, stdout=slave, stderr=slave, env=env)
     try:
         assert b'estop on/off' in _read_until(master, b'estop on/off', 30.0)
         assert not termios.tcgetattr(slave)[3] & termios.ICANON
