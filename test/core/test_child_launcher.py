@@ -46,10 +46,11 @@ def wait_until(predicate, deadline_s=DEADLINE_S):
     return False
 
 
-def test_the_child_gets_sigterm_when_its_parent_is_killed(tmp_path):
+def test_the_child_gets_sigterm_when_its_parent_is_killed(tmp_path, process_groups):
     log = tmp_path / 'child.log'
-    parent = subprocess.Popen([sys.executable, '-c', PARENT, str(log)], stdout=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    # Parent and child share one new process group, killed at teardown whatever failed.
+    parent = process_groups.popen([sys.executable, '-c', PARENT, str(log)],
+                                  stdout=subprocess.PIPE, text=True)
     child_pid = None
     try:
         child_pid = int(parent.stdout.readline())
