@@ -1,5 +1,5 @@
 """
-Which levers make the pretrained image policy solve its pretraining tasks: camera framing, steps.
+Which levers make the pretrained image policy solve its pretraining tasks: camera, steps, loss.
 
 For each camera it collects the scripted demos of a pretraining mix once (cached under
 runs/cache/), trains an image policy from scratch in stages of ``--stage-steps`` (each stage
@@ -78,6 +78,8 @@ def main(argv=None):
     parser.add_argument('--held-out-episodes', type=int, default=3)
     parser.add_argument('--max-steps', type=int, default=150)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--loss', choices=('nll', 'mse'), default='nll',
+                        help='behaviour-cloning loss: Gaussian NLL or squared error of the mean')
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', default=str(REPOSITORY_ROOT / 'results'
@@ -102,14 +104,15 @@ def main(argv=None):
         data = DemoDataset(demos, policy.config)
         fit_normalisation(policy, data)
         run = {'camera': camera, 'mix': args.mix, 'image_size': args.image_size,
-               'batch_size': args.batch_size, 'demos': len(demos), 'rows': len(data),
+               'batch_size': args.batch_size, 'loss': args.loss, 'demos': len(demos),
+               'rows': len(data),
                'collect_s': round(collect_s, 1), 'stages': []}
         steps = 0
         for stage in range(args.stages):
             t0 = time.perf_counter()
             policy, metrics = train_bc(policy, data, TrainConfig(
                 steps=args.stage_steps, batch_size=args.batch_size, seed=args.seed + stage,
-                forgetting_control='none'))
+                forgetting_control='none', loss=args.loss))
             steps += args.stage_steps
             train_s = time.perf_counter() - t0
             pre = [t for t in tasks if mix.get(t, 0) > 0]
@@ -126,6 +129,7 @@ def main(argv=None):
                         f'{camera}_{int(time.time())}',
                         {'kind': 'pretrain', 'mix': mix, 'seed': args.seed, 'noise_std': 0.1,
                          'camera': camera, 'steps': steps, 'rows': len(data),
+                         'loss': args.loss,
                          'command': ' '.join(shlex.quote(a) for a in sys.argv)})
         run['command'] = ' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])
         record['runs'].append(run)

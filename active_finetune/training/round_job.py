@@ -157,9 +157,12 @@ def _run_round(job, queue):
         writer = SummaryWriter(str(Path(job.log_dir) / f'round{job.round_index:03d}'))
 
     def log_fn(step, metrics):
+        message = f'step {step}/{config.steps} loss {metrics["loss"]:.3f}'
+        if metrics.get('val_mse') is not None:
+            message += (f' val_mse {metrics["val_mse"]:.4f} (start '
+                        f'{metrics["val_mse_start"]:.4f})')
         queue.put({'kind': 'progress', 'state': 'training',
-                   'progress': step / max(1, config.steps),
-                   'message': f'step {step}/{config.steps} loss {metrics["loss"]:.3f}'})
+                   'progress': step / max(1, config.steps), 'message': message})
         if writer is not None:
             for key, value in metrics.items():
                 writer.add_scalar(f'finetune/{key}', value, step)

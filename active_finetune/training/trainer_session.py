@@ -213,7 +213,7 @@ class TrainerSession:
             anchor_checkpoint=settings.initial_checkpoint,
             checkpoint_dir=settings.checkpoint_dir, version=version, round_index=self.round,
             train=settings.train_kwargs(), evaluate_episodes=settings.evaluate_episodes,
-            evaluate_max_steps=settings.evaluate_max_steps, log_dir=settings.log_dir,
+            evaluate_max_steps=settings.evaluate_max_steps, log_dir=settings.tensorboard_dir(),
             threads=settings.threads, demos_used=len(countable),
             max_proprio_std=settings.max_proprio_std, workspace_min_m=settings.workspace_min_m,
             workspace_max_m=settings.workspace_max_m,

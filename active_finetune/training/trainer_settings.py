@@ -1,6 +1,7 @@
 """Parameters of the trainer node, validated once (ROS-free, shared by node, runner and tests)."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from active_finetune.safety import DEFAULT_MAX_PROPRIO_STD, DEFAULT_WORKSPACE_MAX_M, \
     DEFAULT_WORKSPACE_MIN_M, ProprioLimits
@@ -34,6 +35,13 @@ class TrainerSettings:
         'description': 'behaviour-cloning batch size (samples)', 'range': (1, 4096)})
     learning_rate: float = field(default=3e-4, metadata={
         'description': 'Adam learning rate (1/step)', 'range': (1e-7, 1.0)})
+    loss: str = field(default='mse', metadata={
+        'description': "behaviour-cloning loss: 'mse' (squared error of the executed mean action) "
+                       "or 'nll' (Gaussian negative log-likelihood)"})
+    validation_fraction: float = field(default=0.1, metadata={
+        'description': 'share of the demo frames held out of training to report a validation '
+                       'loss (val_mse, next to val_mse_start of the starting policy)',
+        'range': (0.0, 0.5)})
     forgetting_control: str = field(default='adaptive_prior', metadata={
         'description': f'forgetting control: one of {", ".join(FORGETTING_CONTROLS)}'})
     seed: int = field(default=0, metadata={
@@ -59,8 +67,9 @@ class TrainerSettings:
     send_weights: bool = field(default=True, metadata={
         'description': 'carry the weights (base64) in trainer/checkpoint so no shared disk is '
                        'needed'})
-    log_dir: str = field(default='', metadata={
-        'description': 'TensorBoard log directory (empty: no TensorBoard logs)',
+    log_dir: str = field(default='auto', metadata={
+        'description': "TensorBoard log directory; 'auto': <checkpoint_dir>/tensorboard, "
+                       "'' (empty): no TensorBoard logs",
         'read_only': True})
     poll_period_s: float = field(default=1.0, metadata={
         'description': 'period of the dataset directory scan (s)', 'range': (0.05, 60.0)})
@@ -84,12 +93,24 @@ class TrainerSettings:
         if self.demos_per_round < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError(f'demos_per_round, steps and batch_size must be >= 1, got '
                              f'{self.demos_per_round}, {self.steps}, {self.batch_size}')
+        if self.loss not in ('mse', 'nll'):
+            raise ValueError(f"loss must be 'mse' or 'nll', got {self.loss!r}")
         if not self.dataset_dir or not self.checkpoint_dir:
             raise ValueError('dataset_dir and checkpoint_dir must be set')
         for name in ('workspace_min_m', 'workspace_max_m'):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         ProprioLimits(self.workspace_min_m, self.workspace_max_m,
                       max_std=float(self.max_proprio_std))
+
+    def tensorboard_dir(self):
+        """
+        Where the trainer writes TensorBoard logs.
+
+        :return: directory path string, or '' for none
+        """
+        if self.log_dir == 'auto':
+            return str(Path(self.checkpoint_dir) / 'tensorboard')
+        return self.log_dir
 
     def train_kwargs(self):
         """
@@ -98,5 +119,6 @@ class TrainerSettings:
         :return: dict
         """
         return {'steps': self.steps, 'batch_size': self.batch_size,
-                'learning_rate': self.learning_rate,
+                'learning_rate': self.learning_rate, 'loss': self.loss,
+                'validation_fraction': self.validation_fraction,
                 'forgetting_control': self.forgetting_control, 'seed': self.seed}

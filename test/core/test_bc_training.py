@@ -75,3 +75,74 @@ def test_random_shift_keeps_shape_and_moves_content():
     shifted = random_shift(images, 4, torch.Generator().manual_seed(0))
     assert shifted.shape == images.shape and shifted.dtype == torch.uint8
     assert shifted.sum() == images.sum()
+
+
+def test_held_out_frames_are_never_trained_on_and_their_loss_is_reported():
+    from active_finetune.training import bc
+    episodes = [synthetic_episode('reach-v3', i) for i in range(4)]
+    policy = state_policy()
+    dataset = DemoDataset(episodes, policy.config)
+    fit_normalisation(policy, dataset)
+    train_rows, val_rows = bc.split_rows(len(dataset), 0.25, np.random.default_rng(3))
+    assert len(val_rows) == 20 and not set(train_rows) & set(val_rows)
+    assert sorted([*train_rows, *val_rows]) == list(range(len(dataset)))
+    sampled = []
+    original = dataset.batch
+
+    def spy(idx, device):
+        sampled.append([int(i) for i in idx])
+        return original(idx, device)
+
+    dataset.batch = spy
+    logged = []
+    config = TrainConfig(steps=120, batch_size=16, forgetting_control='none', loss='mse',
+                         seed=3, validation_fraction=0.25)
+    tuned, metrics = train_bc(policy, dataset, config,
+                              log_fn=lambda step, m: logged.append(m))
+    # Training batches (16 rows) draw from the training rows only; the validation passes read
+    # exactly the validation rows.
+    _, val_expected = bc.split_rows(len(dataset), 0.25, np.random.default_rng(3))
+    training = [rows for rows in sampled if len(rows) == 16]
+    passes = [rows for rows in sampled if len(rows) != 16]
+    assert len(training) == 120
+    assert not set(val_expected) & {i for rows in training for i in rows}
+    assert passes and all(rows == list(val_expected) for rows in passes)
+    assert metrics['val_rows'] == 20
+    assert metrics['val_mse'] < metrics['val_mse_start']
+    with torch.no_grad():
+        batch, target = original(val_expected, 'cpu')
+        direct = float((tuned(batch)[0] - target).pow(2).sum(-1).mean())
+    assert metrics['val_mse'] == pytest.approx(direct, rel=1e-5)
+    assert all('val_mse' in m for m in logged)
+
+
+def test_no_validation_leaves_training_unchanged_for_a_seed():
+    episodes = [synthetic_episode('push-v3', i) for i in range(3)]
+    policy = state_policy()
+    dataset = DemoDataset(episodes, policy.config)
+    fit_normalisation(policy, dataset)
+    base = {'steps': 50, 'batch_size': 16, 'forgetting_control': 'none', 'seed': 5}
+    a, metrics = train_bc(policy, dataset, TrainConfig(**base))
+    b, _ = train_bc(policy, dataset, TrainConfig(**base, validation_fraction=0.0))
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, msg=k)
+    assert 'val_mse' not in metrics
+    with pytest.raises(ValueError, match='validation_fraction'):
+        TrainConfig(validation_fraction=1.0)
+
+
+def test_mse_fine_tuning_fits_the_executed_mean_better_than_nll_from_few_demos():
+    pretrain = [synthetic_episode('reach-v3', i) for i in range(4)]
+    policy = state_policy()
+    data = DemoDataset(pretrain, policy.config)
+    fit_normalisation(policy, data)
+    policy, _ = train_bc(policy, data, TrainConfig(steps=200, batch_size=32, seed=0,
+                                                   forgetting_control='none'))
+    new = DemoDataset([synthetic_episode('door-open-v3', 50 + i) for i in range(2)],
+                      policy.config)
+    errors = {}
+    for loss in ('nll', 'mse'):
+        tuned, metrics = train_bc(policy, new, TrainConfig(steps=100, batch_size=16, seed=1,
+                                                           loss=loss))
+        errors[loss] = metrics['mse']
+    assert errors['mse'] < errors['nll']
