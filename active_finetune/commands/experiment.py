@@ -439,13 +439,15 @@ def plot_summary(summary, path, title):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     drawn, labels = [], []
-    for name, s in summary_variants(summary).items():
+    colors = plt.get_cmap('tab20').colors  # more variants than the default cycle's 10 colours
+    for index, (name, s) in enumerate(summary_variants(summary).items()):
         label = f'{name} (AUC {s["auc_mean"]:.2f}, {s["seeds"]} seeds)'
         twin = next((other for other, demos, mean in drawn
                      if demos == s['demos'] and np.allclose(mean, s['mean'])), None)
         if twin is not None:
             label += f' (identical to {twin})'
         line, = ax.plot(s['demos'], s['mean'], marker='o', label=label,
+                        color=colors[(2 * index) % 20 + (2 * index) // 20 % 2],
                         linestyle='--' if twin is not None else '-')
         ax.fill_between(s['demos'], s['ci90_low'], s['ci90_high'], alpha=0.2,
                         color=line.get_color())
