@@ -137,14 +137,53 @@ def _make_monitor_node(monitor):
     return MonitorNode()
 
 
-def plot_results(before, after, curve, path):
+def resolve_targets(text, tasks, provenance):
+    """
+    Turn the ``--targets`` option into the selector's target task list.
+
+    :param text: 'new' (the tasks the checkpoint's pretraining mix has no demos of), 'all', or a
+        comma list of task names
+    :param tasks: the policy's tasks
+    :param provenance: the checkpoint's provenance dict (its 'mix': task -> pretraining demos)
+    :return: list of target tasks (every task for 'all')
+    :raises ValueError: for unknown task names, or 'new' with no pretraining mix recorded
+    """
+    if text == 'all':
+        return list(tasks)
+    if text == 'new':
+        mix = provenance.get('mix')
+        if not isinstance(mix, dict):
+            raise ValueError("--targets new needs the checkpoint's pretraining mix in its "
+                             'provenance; give the targets as a comma list or "all"')
+        targets = [t for t in tasks if not mix.get(t)]
+        return targets or list(tasks)
+    targets = [t.strip() for t in text.split(',') if t.strip()]
+    unknown = sorted(set(targets) - set(tasks))
+    if unknown or not targets:
+        raise ValueError(f'--targets: {unknown or text!r} not among the tasks {list(tasks)}')
+    return targets
+
+
+def mean_over(success, tasks):
+    """
+    Mean success over ``tasks``.
+
+    :param success: dict task -> success rate
+    :param tasks: task list
+    :return: float
+    """
+    return sum(success[t] for t in tasks) / len(tasks)
+
+
+def plot_results(before, after, curve, path, targets=None):
     """
     Write a two-panel PNG: per-task success before/after, and mean success vs demos.
 
     :param before: dict task -> success of the pretrained policy
     :param after: dict task -> success after the last round
-    :param curve: list of (demos used, mean success)
+    :param curve: list of (demos used, mean success over all tasks[, mean over the targets])
     :param path: PNG path
+    :param targets: target tasks (marked with * on the axis), or None
     """
     import matplotlib
     matplotlib.use('Agg')
@@ -155,13 +194,19 @@ def plot_results(before, after, curve, path):
     x = np.arange(len(tasks))
     ax1.bar(x - 0.2, [before[t] for t in tasks], 0.4, label='pretrained')
     ax1.bar(x + 0.2, [after.get(t, 0.0) for t in tasks], 0.4, label='after active fine-tuning')
-    ax1.set_xticks(x, [t.replace('-v3', '') for t in tasks], rotation=40, ha='right', fontsize=8)
+    targets = targets or []
+    ax1.set_xticks(x, [t.replace('-v3', '') + (' *' if t in targets else '') for t in tasks],
+                   rotation=40, ha='right', fontsize=8)
     ax1.set_ylabel('success rate')
     ax1.set_ylim(0, 1.05)
     ax1.legend(fontsize=8)
-    ax2.plot([c[0] for c in curve], [c[1] for c in curve], marker='o')
+    ax2.plot([c[0] for c in curve], [c[1] for c in curve], marker='o', label='all tasks')
+    if targets and all(len(c) > 2 for c in curve):
+        ax2.plot([c[0] for c in curve], [c[2] for c in curve], marker='s',
+                 label='targets (*)')
+    ax2.legend(fontsize=8)
     ax2.set_xlabel('demonstrations')
-    ax2.set_ylabel('mean success (all tasks)')
+    ax2.set_ylabel('mean success')
     ax2.set_ylim(0, 1.05)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
@@ -176,6 +221,9 @@ def main(argv=None):
     parser.add_argument('--strategy', default='amf')
     parser.add_argument('--budget', type=int, default=8)
     parser.add_argument('--demos-per-round', type=int, default=2)
+    parser.add_argument('--targets', default='new',
+                        help="the tasks AMF selects demos for: 'new' (default; the tasks the "
+                             "checkpoint was not pretrained on), 'all', or a comma list")
     parser.add_argument('--finetune-steps', type=int, default=300)
     parser.add_argument('--eval-episodes', type=int, default=5,
                         help='per task, before fine-tuning and after every round (tasks still '
@@ -212,6 +260,14 @@ def main(argv=None):
     from active_finetune.sim.rollouts import evaluate_policy
     from active_finetune.training.round_job import EVALUATION_SEED
     policy, checkpoint_config = load_checkpoint(args.checkpoint)
+    try:
+        targets = resolve_targets(args.targets, policy.config.tasks,
+                                  checkpoint_config.get('provenance') or {})
+    except ValueError as error:
+        parser.error(str(error))
+    overrides['task_selector.target_tasks'] = targets
+    console.print(f'target tasks (what the selector asks demos for): '
+                  f'{", ".join(t.replace("-v3", "") for t in targets)}')
     t0 = time.perf_counter()
     before = evaluate_policy(policy, policy.config.tasks, args.eval_episodes,
                              SimConfig(image_size=policy.config.image_size,
@@ -254,12 +310,18 @@ def main(argv=None):
     last = max(monitor.evaluations) if monitor.evaluations else None
     after = monitor.evaluations[last]['success'] if last else {}
     if after:
-        console.print(success_table('per-task success', {'pretrained': before, 'after': after}))
-        curve = [(0, sum(before.values()) / len(before))] + [
+        console.print(success_table('per-task success', {'pretrained': before, 'after': after},
+                                    subset=targets if len(targets) < len(before) else None))
+        curve = [(0, mean_over(before, list(before)), mean_over(before, targets))] + [
             (monitor.checkpoints.get(v, {}).get('demos_used', v * args.demos_per_round),
-             monitor.evaluations[v]['mean']) for v in sorted(monitor.evaluations) if v > 0]
-        plot_results(before, after, curve, out / 'demo_loop.png')
-        record = {'args': vars(args), 'before': before, 'after': after, 'curve': curve,
+             monitor.evaluations[v]['mean'], mean_over(monitor.evaluations[v]['success'], targets))
+            for v in sorted(monitor.evaluations) if v > 0]
+        plot_results(before, after, curve, out / 'demo_loop.png', targets)
+        record = {'args': vars(args), 'targets': targets, 'before': before, 'after': after,
+                  'mean_before': mean_over(before, list(before)),
+                  'mean_after': mean_over(after, list(before)),
+                  'target_mean_before': mean_over(before, targets),
+                  'target_mean_after': mean_over(after, targets), 'curve': curve,
                   'suggestions': list(monitor.suggestions.values()),
                   'wall_s': round(time.perf_counter() - t0, 1)}
         atomic_write_bytes(out / 'demo_loop.json', json.dumps(record, indent=1).encode())

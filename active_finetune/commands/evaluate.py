@@ -13,12 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 
-def success_table(title, columns):
+def success_table(title, columns, subset=None, subset_name='targets'):
     """
     Build a per-task success table.
 
     :param title: table title
     :param columns: dict column name -> dict task -> success rate (same tasks in each)
+    :param subset: optional task list: a second mean row over these tasks (marked with *)
+    :param subset_name: label of that row
     :return: rich Table, with a mean row
     """
     table = Table(title=title)
@@ -26,10 +28,16 @@ def success_table(title, columns):
     for name in columns:
         table.add_column(name, justify='right')
     tasks = list(next(iter(columns.values())))
+    subset = [t for t in subset or () if t in tasks]
     for task in tasks:
-        table.add_row(task, *[f'{col[task]:.2f}' for col in columns.values()])
+        table.add_row(task + (' *' if task in subset else ''),
+                      *[f'{col[task]:.2f}' for col in columns.values()])
     table.add_row('[bold]mean',
                   *[f'[bold]{sum(c.values()) / len(c):.2f}' for c in columns.values()])
+    if subset:
+        table.add_row(f'[bold]mean, {subset_name} (*)',
+                      *[f'[bold]{sum(c[t] for t in subset) / len(subset):.2f}'
+                        for c in columns.values()])
     return table
 
 
