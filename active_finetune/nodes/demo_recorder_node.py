@@ -14,7 +14,8 @@ import collections
 import threading
 import time
 
-from active_finetune.data.recorder import EpisodeRecorder, RecorderError, RecorderSettings
+from active_finetune.data.recorder import EpisodeRecorder, RecorderError
+from active_finetune.data.recorder_settings import RecorderSettings
 from active_finetune.nodes.conversions import ConversionError, image_to_rgb, joint_positions
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, latched_qos, \

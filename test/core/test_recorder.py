@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 
-from active_finetune.data import recorder as recorder_module
+from active_finetune.data import leftover_recovery as recovery_module
 from active_finetune.data.episode_index import file_sha256, list_saved_episodes
 from active_finetune.data.mcap_episode import decode_image, encode_image, load_episode, \
     read_episode_info
@@ -358,7 +358,7 @@ def leftover_partial(tmp_path, dataset):
 
 def full_disk(monkeypatch, state):
     """Make the recovery's writes raise ENOSPC after 4 kB while ``state['full']`` is true."""
-    original = recorder_module.rewrite_salvaged
+    original = recovery_module.rewrite_salvaged
 
     class FullDiskStream:
         def __init__(self, raw):
@@ -382,7 +382,7 @@ def full_disk(monkeypatch, state):
         return original(path, FullDiskStream(stream) if state['full'] else stream,
                         metadata_updates)
 
-    monkeypatch.setattr(recorder_module, 'rewrite_salvaged', rewrite)
+    monkeypatch.setattr(recovery_module, 'rewrite_salvaged', rewrite)
 
 
 def test_recovery_on_a_full_disk_keeps_the_partial_and_refuses_until_space_is_back(

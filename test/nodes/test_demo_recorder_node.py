@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from active_finetune.data import recorder as recorder_module
+from active_finetune.data import leftover_recovery as recovery_module
 from active_finetune.data.episode_index import file_sha256, list_saved_episodes
 from active_finetune.data.mcap_episode import load_episode
 from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
@@ -205,14 +205,14 @@ def test_full_disk_at_start_keeps_the_node_up_refuses_and_recovers_when_space_is
     content = partial.read_bytes()
 
     disk = {'full': True}
-    original = recorder_module.rewrite_salvaged
+    original = recovery_module.rewrite_salvaged
 
     def rewrite(path, stream, metadata_updates):
         if disk['full']:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return original(path, stream, metadata_updates)
 
-    monkeypatch.setattr(recorder_module, 'rewrite_salvaged', rewrite)
+    monkeypatch.setattr(recovery_module, 'rewrite_salvaged', rewrite)
     status = ros.collect(String, 'recorder/status', LATCHED_QOS)
     recorder(recovery_retry_period_s=0.2)
     assert wait_for(lambda: last_status(status).get('state') == 'error', 10.0)
