@@ -1,7 +1,6 @@
-"""ament_python package: `colcon build` on a ROS 2 Jazzy machine, `pip install -e .` without ROS."""
+"""ament_python package: `colcon build` on ROS 2 Jazzy; `pip install -e .` without ROS."""
 
 from glob import glob
-import os
 
 from setuptools import find_packages, setup
 
@@ -24,7 +23,7 @@ COMMANDS = {
     'af-experiment': 'active_finetune.commands.experiment:main',
     'af-demo-loop': 'active_finetune.commands.demo_loop:main',
     'af-runner': 'active_finetune.runner:main',
-    'af-console': 'active_finetune.nodes.operator_console:main',
+    'af-console': 'active_finetune.nodes.operator_console_node:main',
     'af-export': 'active_finetune.commands.export:main',
 }
 

@@ -1,7 +1,7 @@
 """
 Operator console, ROS-free part: its state, fed from topic payloads, and its rich rendering.
 
-The operator console (``af-console``, :mod:`active_finetune.nodes.operator_console`)
+The operator console (``af-console``, :mod:`active_finetune.nodes.operator_console_node`)
 subscribes to the JSON status topics of the graph (docs/interfaces.md) and hands
 each payload's text to a :class:`ConsoleState` method.  The state decodes every
 payload with :mod:`active_finetune.payloads` (the loop's one contract), keeps

@@ -13,7 +13,8 @@ import time
 
 from active_finetune.console_view import render_text
 from active_finetune.nodes.command_mux_node import CommandMuxNode
-from active_finetune.nodes.operator_console import KEY_SERVICES, KeyReader, OperatorConsoleNode
+from active_finetune.nodes.operator_console_node import KEY_SERVICES, KeyReader, \
+    OperatorConsoleNode
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 import pytest
 import rclpy
@@ -218,7 +219,7 @@ def test_console_alone_says_no_nodes_found(process_groups):
     """af-console --once with nothing else in the graph (discovery off: nobody can be seen)."""
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='OFF')
     result = process_groups.run(
-        [sys.executable, '-m', 'active_finetune.nodes.operator_console', '--once',
+        [sys.executable, '-m', 'active_finetune.nodes.operator_console_node', '--once',
          '--ros-args', '-p', 'once_wait_s:=2.5'], timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert 'NO NODES FOUND' in result.stdout, result.stdout
@@ -238,7 +239,7 @@ def test_once_prints_a_snapshot_and_exits(ros, process_groups):
     publisher.publish(String(data=json.dumps(NEXT_TASK)))
     env = dict(os.environ, COLUMNS='100')
     result = process_groups.run(
-        [sys.executable, '-m', 'active_finetune.nodes.operator_console', '--once',
+        [sys.executable, '-m', 'active_finetune.nodes.operator_console_node', '--once',
          '--ros-args', '-p', 'once_wait_s:=8.0'], timeout=60, env=env, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert 'DEMONSTRATE' in result.stdout and 'drawer-open' in result.stdout
@@ -281,7 +282,7 @@ def test_console_in_a_terminal_sends_estop_and_restores_the_terminal_on_sigterm(
     before = termios.tcgetattr(slave)
     env = dict(os.environ, COLUMNS='100', LINES='50', TERM='xterm')
     process = process_groups.popen(
-        [sys.executable, '-m', 'active_finetune.nodes.operator_console'],
+        [sys.executable, '-m', 'active_finetune.nodes.operator_console_node'],
         stdin=slave, stdout=slave, stderr=slave, env=env)
     try:
         assert b'estop on/off' in _read_until(master, b'estop on/off', 30.0)
