@@ -50,8 +50,12 @@ class SelectorSettings:
     sim_rollout_max_steps: int = field(default=100, metadata={
         'description': 'horizon of those rollouts (control steps)', 'range': (1, 10000)})
     dataset_dir: str = field(default='data/episodes', metadata={
-        'description': 'directory of recorded episodes (shared with the recorder)',
+        'description': 'directory of recorded episodes (shared with the recorder; listed at '
+                       'start-up and on ~/rescan_episodes, new ones come from recorder/episode)',
         'read_only': True})
+    episode_cache_mb: float = field(default=1024.0, metadata={
+        'description': 'bound of the in-memory cache of decoded episodes by sha256; least '
+                       'recently used out first (MB)', 'range': (0.0, 1e7), 'read_only': True})
     checkpoint_path: str = field(default='checkpoints/pretrained_mt10_skewed', metadata={
         'description': 'checkpoint to score with until trainer/checkpoint announces one',
         'read_only': True})

@@ -15,14 +15,17 @@ file's bytes (what the recorder hashed while writing it and announces on ``recor
 ``metadata.yaml`` is not covered: it is derived from the MCAP file and can be rewritten from it.
 
 File names are relative, so recorder, selector and trainer may mount the directory at different
-paths (a network share).  The recorder appends a line after it has renamed a finished file into
-place; a crash between the two leaves a complete file the index does not name, which
-:func:`list_saved_episodes` finds and indexes again.  A torn last line (crash during the append)
-is skipped with a warning, and the next append starts on a fresh line.
+paths (a network share).  Only the recorder writes the index: it appends a line after it has
+renamed a finished file into place; a crash between the two leaves a complete file the index does
+not name, which the recorder's next start (:func:`list_saved_episodes` with ``write=True``) finds
+and indexes again.  The trainer and the task selector list with ``write=False``: they list such a
+file too (read from the file) but never append.  A torn last line (crash during the append) is
+skipped with a warning, and the next append starts on a fresh line.
 
-The trainer and the task selector list the directory every second or so: each of these warnings
-(torn line, missing file, unusable unindexed file) is logged once per process and file state, not
-on every listing.
+The trainer and the task selector list the directory at start-up and on request (they learn of
+new episodes from ``recorder/episode``, :class:`active_finetune.data.episode_catalog
+.EpisodeCatalog`); each of these warnings (torn line, missing file, unusable unindexed file) is
+logged once per process and file state, not on every listing.
 """
 
 import hashlib
@@ -237,7 +240,7 @@ def _unindexed(dataset_dir, seen):
     return sorted(found)
 
 
-def list_saved_episodes(dataset_dir, reindex=True):
+def list_saved_episodes(dataset_dir, reindex=True, write=True):
     """
     List the saved episodes of a dataset directory, in save order.
 
@@ -248,7 +251,9 @@ def list_saved_episodes(dataset_dir, reindex=True):
     gets one.  Recovered (``*.recovered.mcap``) and partial files are never listed.
 
     :param dataset_dir: dataset directory (a missing directory has no episodes)
-    :param reindex: index the unindexed episodes (else they are only logged)
+    :param reindex: list the unindexed episodes (else they are only logged)
+    :param write: append them to the index and complete their bag metadata (the recorder's
+        job); False lists them without writing anything (trainer, task selector)
     :return: list of dicts with 'path' (absolute str: the MCAP file, which every reader takes),
         'bag_path' (absolute str: its rosbag2 bag directory, or None for a single-file episode),
         'task', 'success' (bool), 'frames', 'sha256', 'saved_unix_s' and the other stored fields
@@ -278,6 +283,11 @@ def list_saved_episodes(dataset_dir, reindex=True):
         except EpisodeFileError as exc:
             _warn_once(('unusable', str(path), file_state(path)), 'unindexed file %s is not a '
                        'usable episode, skipped: %s', path, exc.reason)
+            continue
+        if not write:
+            _warn_once(('unindexed', str(path)), 'episode %s is not in the index (crash after '
+                       'rename?); listed, the recorder indexes it at its next start', path)
+            listed.append(_listed(entry, dataset_dir))
             continue
         LOGGER.warning('episode %s was missing from the index (crash after rename?); indexed now',
                        path)

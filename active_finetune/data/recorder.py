@@ -39,7 +39,7 @@ import shutil
 import threading
 import time
 
-from active_finetune.data.episode_index import next_episode_number
+from active_finetune.data.episode_index import list_saved_episodes, next_episode_number
 from active_finetune.data.episode_writer import episode_file_name, EpisodeSession
 from active_finetune.data.leftover_recovery import PARTIAL_SUFFIX, quarantine, QUARANTINE_DIR, \
     recover_leftovers
@@ -101,6 +101,12 @@ class EpisodeRecorder:
         self.recovered = recover_leftovers(settings.dataset_dir)
         self.recovery_failures = [item for item in self.recovered if item['outcome'] == 'kept']
         self.recovery_checked_s = time.monotonic()
+        try:
+            # The recorder is the index's only writer: saved episodes it lacks (a crash between
+            # rename and append) are indexed here, at start.
+            list_saved_episodes(settings.dataset_dir, write=True)
+        except (OSError, ValueError) as exc:
+            LOGGER.error('cannot index the saved episodes of %s: %s', settings.dataset_dir, exc)
 
     @property
     def recovery_pending(self):

@@ -7,6 +7,10 @@ local; :class:`active_finetune.payloads.NextTask`, which carries B, ``demos_per_
 trainer follows).  Re-scores after every new checkpoint and every saved or
 discarded episode; ``operator/skip`` (std_srvs/Trigger) skips the current suggestion.
 Scoring runs on a worker thread; callbacks only queue work.
+
+Episodes: the dataset directory is listed once at start-up (read-only: the recorder alone writes
+the index) and again on ``~/rescan_episodes`` (std_srvs/Trigger); new episodes come from
+``recorder/episode``.  Decoded episodes are kept by sha256 in memory (``episode_cache_mb``).
 """
 
 import base64
@@ -14,13 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 import threading
 
 from active_finetune.amf.selector_session import SelectorSession, SelectorSettings
-from active_finetune.data.episode_index import list_saved_episodes
-from active_finetune.data.mcap_episode import EpisodeFileError, load_episode
+from active_finetune.data.episode_catalog import EpisodeCatalog, EpisodeMemoryCache
+from active_finetune.data.episode_index import file_state
+from active_finetune.data.mcap_episode import EpisodeFileError
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import LATCHED_QOS, latched_qos
 from active_finetune.nodes.spin import run_node
-from active_finetune.payloads import decode_checkpoint, decode_recorder_status, encode, \
-    PayloadError
+from active_finetune.payloads import decode_checkpoint, decode_episode_saved, \
+    decode_recorder_status, encode, PayloadError
 from active_finetune.policy.checkpoint import CheckpointError, load_checkpoint, policy_from_bytes
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -48,7 +53,12 @@ class TaskSelectorNode(Node):
         self._trained_on = 0
         self._sha256 = config['weights_sha256']
         self._session = SelectorSession(self.settings, policy.config.tasks)
-        self._episodes = {}
+        self._catalog = EpisodeCatalog(self.settings.dataset_dir)
+        self._cache = EpisodeMemoryCache(self.settings.episode_cache_mb * 1e6)
+        # path -> file state of episodes that failed to load (not retried while unchanged).
+        self._unreadable = {}
+        self._rescan()
+        self.create_service(Trigger, '~/rescan_episodes', self._on_rescan)
         self._rollouts = {}
         self._rollout_version = None
         self._lock = threading.Lock()
@@ -98,7 +108,27 @@ class TaskSelectorNode(Node):
         self.get_logger().info(f'scoring with checkpoint version {self._version}')
         self._dirty.set()
 
+    def _rescan(self):
+        try:
+            count = self._catalog.rescan()
+        except (OSError, ValueError) as exc:
+            message = f'cannot list episodes in {self.settings.dataset_dir}: {exc}'
+            self.get_logger().error(message)
+            return False, message
+        return True, f'{count} episodes listed'
+
+    def _on_rescan(self, request, response):
+        response.success, response.message = self._rescan()
+        self.get_logger().info(f'rescan of {self.settings.dataset_dir}: {response.message}')
+        self._dirty.set()
+        return response
+
     def _on_episode(self, msg):
+        try:
+            self._catalog.add(decode_episode_saved(msg.data))
+        except (PayloadError, ValueError) as exc:
+            self.get_logger().warning(f'ignoring recorder/episode: {exc}')
+            return
         self._dirty.set()
 
     def _on_recorder_status(self, msg):
@@ -128,20 +158,21 @@ class TaskSelectorNode(Node):
             self._worker.submit(self._rescore)
 
     def _load_demos(self):
-        entries = list_saved_episodes(self.settings.dataset_dir)
         size = self._policy.config.image_size
         demos = []
-        for entry in entries:
+        for entry in self._catalog.entries():
             path = entry['path']
-            if path not in self._episodes:
-                try:
-                    self._episodes[path] = load_episode(path, image_size=(size, size))
-                except (EpisodeFileError, OSError, ValueError) as exc:
-                    self.get_logger().error(f'skipping unreadable episode {path}: {exc}')
-                    self._episodes[path] = None
-            if (self._episodes[path] is not None
-                    and self._episodes[path].task in self._session.tasks):
-                demos.append(self._episodes[path])
+            if path in self._unreadable and self._unreadable[path] == file_state(path):
+                continue
+            try:
+                episode = self._cache.load(path, entry.get('sha256') or '', (size, size))
+            except (EpisodeFileError, OSError, ValueError) as exc:
+                self.get_logger().error(f'skipping unreadable episode {path}: {exc}')
+                self._unreadable[path] = file_state(path)
+                continue
+            self._unreadable.pop(path, None)
+            if episode.task in self._session.tasks:
+                demos.append(episode)
         return demos
 
     def _sim_rollouts(self, policy, version):

@@ -10,6 +10,12 @@ Checkpoints are written atomically as ``<checkpoint_dir>/vNNNN`` and announced o
 them.  On start-up it resumes from the newest complete version (a killed trainer leaves no torn
 checkpoint: interrupted writes are temporary directories, removed here).
 
+Episodes: the dataset directory is listed once at start-up (read-only: the recorder alone writes
+the index) and again on ``~/rescan_episodes`` (std_srvs/Trigger); otherwise the trainer learns of
+each new episode from ``recorder/episode``.  Rounds decode episodes through a cache of decoded
+episodes by sha256 (``episode_cache_dir``, bounded by ``episode_cache_mb``), so an episode is
+decoded once, not once per round.
+
 B (demos per round) follows the task selector's ``demos_per_round`` carried by
 ``operator/next_task``; the node's own ``demos_per_round`` parameter applies until one arrives.
 Every payload goes through :mod:`active_finetune.payloads`.
@@ -28,6 +34,7 @@ from active_finetune.training.trainer_session import TrainerSession
 from active_finetune.training.trainer_settings import TrainerSettings
 from rclpy.node import Node
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 
 class TrainerNode(Node):
@@ -53,6 +60,10 @@ class TrainerNode(Node):
         except CheckpointError as exc:
             raise RuntimeError(f'trainer cannot start: {exc}') from exc
         session = self.session
+        self.create_service(Trigger, '~/rescan_episodes', self._on_rescan)
+        _, error = session.list_episodes()
+        if error:
+            self.get_logger().error(error)
         self.get_logger().info(f'resuming at checkpoint version {session.version} '
                                f'({session.current_path}), trained on {session.trained_on} demos')
         self._publish_checkpoint(*session.initial_announcement())
@@ -89,8 +100,21 @@ class TrainerNode(Node):
         except PayloadError as exc:
             self.get_logger().warning(f'ignoring malformed recorder/episode: {exc}')
             return
-        self.get_logger().info(f'episode saved: {episode.path} task {episode.task}')
+        try:
+            added = self.session.on_episode_saved(episode)
+        except ValueError as exc:
+            self.get_logger().warning(f'ignoring recorder/episode: {exc}')
+            return
+        self.get_logger().info(f'episode saved: {episode.path} task {episode.task} ({added})')
         self._on_poll()
+
+    def _on_rescan(self, request, response):
+        error = self.session.rescan()
+        response.success = not error
+        response.message = error or f'{len(self.session.catalog.entries())} episodes listed'
+        self.get_logger().info(f'rescan of {self.settings.dataset_dir}: {response.message}')
+        self._on_poll()
+        return response
 
     def _on_next_task(self, msg):
         try:

@@ -66,6 +66,12 @@ class RoundJob:
     """Skip an episode with an end-effector position below this corner x, y, z (m)."""
     workspace_max_m: tuple = DEFAULT_WORKSPACE_MAX_M
     """Skip an episode with an end-effector position above this corner x, y, z (m)."""
+    episode_sha256: tuple = ()
+    """sha256 of each of ``episode_paths`` (announced or indexed); empty: no cache lookups."""
+    episode_cache_dir: str = ''
+    """:class:`~active_finetune.data.episode_catalog.EpisodeDiskCache` directory ('' = none)."""
+    episode_cache_bytes: int = 0
+    """Bound of that cache."""
 
 
 def version_path(checkpoint_dir, version):
@@ -134,10 +140,18 @@ def _run_round(job, queue):
     image_size = policy.config.image_size
     limits = ProprioLimits.from_policy(policy, job.workspace_min_m, job.workspace_max_m,
                                        job.max_proprio_std)
+    cache = None
+    if job.episode_cache_dir and len(job.episode_sha256) == len(job.episode_paths):
+        from active_finetune.data.episode_catalog import EpisodeDiskCache
+        cache = EpisodeDiskCache(job.episode_cache_dir, job.episode_cache_bytes)
     episodes, skipped = [], []
-    for path in job.episode_paths:
+    load_t0 = time.perf_counter()
+    for number, path in enumerate(job.episode_paths):
         try:
-            episode = load_episode(path, image_size=(image_size, image_size))
+            if cache is not None and job.episode_sha256[number]:
+                episode = cache.load(path, job.episode_sha256[number], (image_size, image_size))
+            else:
+                episode = load_episode(path, image_size=(image_size, image_size))
             policy.config.task_id(episode.task)
         except (EpisodeFileError, KeyError, ValueError, OSError) as exc:
             error, what = str(exc), 'unreadable'
@@ -150,6 +164,10 @@ def _run_round(job, queue):
         skipped.append({'path': str(path), 'error': error})
         queue.put({'kind': 'progress', 'state': 'training', 'progress': 0.0,
                    'message': f'skipping {what} episode {path}: {error}'})
+    cached = '' if cache is None else f' ({cache.hits} from the cache)'
+    queue.put({'kind': 'progress', 'state': 'training', 'progress': 0.0,
+               'message': f'loaded {len(episodes)} of {len(job.episode_paths)} episodes in '
+                          f'{time.perf_counter() - load_t0:.2f} s{cached}'})
     config = replace(TrainConfig(**job.train), seed=job.train.get('seed', 0) + job.round_index)
     writer = None
     if job.log_dir:

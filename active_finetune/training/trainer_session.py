@@ -1,10 +1,13 @@
 """
 State of the trainer between events (ROS-free): version, round, trained-on, when a round starts.
 
-The trainer node (:mod:`active_finetune.nodes.trainer_node`) is a shell around it: it lists the
-episodes, runs the :class:`~active_finetune.training.round_job.RoundJob` the session plans in a
-spawned process, hands every item of the job's queue to :meth:`TrainerSession.on_job_item` and
-publishes the payloads (:mod:`active_finetune.payloads`) the session returns.
+The trainer node (:mod:`active_finetune.nodes.trainer_node`) is a shell around it: it hands the
+session every ``recorder/episode`` announcement (:meth:`TrainerSession.on_episode_saved`; the
+dataset directory is listed only at start-up and on request, :meth:`TrainerSession.rescan`),
+runs the :class:`~active_finetune.training.round_job.RoundJob` the session plans in a spawned
+process (its episodes decoded through a cache by sha256), hands every item of the job's queue
+to :meth:`TrainerSession.on_job_item` and publishes the payloads
+(:mod:`active_finetune.payloads`) the session returns.
 
 Round size B: the task selector owns it.  Every ``operator/next_task`` carries the selector's
 ``demos_per_round``; :meth:`TrainerSession.follow_round_size` adopts it, so the two can never
@@ -22,7 +25,8 @@ from dataclasses import dataclass, field
 import json
 from pathlib import Path
 
-from active_finetune.data.episode_index import file_state, list_saved_episodes
+from active_finetune.data.episode_catalog import EpisodeCatalog
+from active_finetune.data.episode_index import file_state
 from active_finetune.payloads import CheckpointAnnounced, Evaluation, TrainerStatus
 from active_finetune.policy.checkpoint import CONFIG_FILE, read_checkpoint_config, WEIGHTS_FILE
 from active_finetune.training.round_job import newest_version, RoundJob
@@ -89,6 +93,9 @@ class TrainerSession:
         self.job_version = None
         # path -> (size, mtime_ns) of episodes a round skipped: not counted while unchanged.
         self._unusable = {}
+        self.catalog = EpisodeCatalog(settings.dataset_dir)
+        self._listing_error = ''
+        self.rescan()
 
     # --- round size ---------------------------------------------------------------------------
     @property
@@ -109,16 +116,36 @@ class TrainerSession:
         return True
 
     # --- episodes -----------------------------------------------------------------------------
-    def list_episodes(self):
+    def rescan(self):
         """
-        List the saved episodes of ``dataset_dir``.
+        List ``dataset_dir`` (at start-up and on request; read-only).
 
-        :return: (entries, error): the index entries, and '' or why the listing failed
+        :return: '' or why the listing failed (the episodes known so far stay)
         """
         try:
-            return list_saved_episodes(self.settings.dataset_dir), ''
+            self.catalog.rescan()
+            self._listing_error = ''
         except (OSError, ValueError) as exc:
-            return [], f'cannot list episodes in {self.settings.dataset_dir}: {exc}'
+            self._listing_error = f'cannot list episodes in {self.settings.dataset_dir}: {exc}'
+        return self._listing_error
+
+    def on_episode_saved(self, episode):
+        """
+        Take a ``recorder/episode`` announcement.
+
+        :param episode: :class:`active_finetune.payloads.EpisodeSaved`
+        :return: 'added', 'known' or 'pending' (:meth:`EpisodeCatalog.add`)
+        :raises ValueError: for a path that is not a saved episode's
+        """
+        return self.catalog.add(episode)
+
+    def list_episodes(self):
+        """
+        Give the saved episodes known (no directory listing: see :meth:`rescan`).
+
+        :return: (entries, error): the index entries, and '' or why the last listing failed
+        """
+        return self.catalog.entries(), self._listing_error
 
     def countable(self, entries):
         """
@@ -205,7 +232,8 @@ class TrainerSession:
         if len(countable) < self.trained_on + self.demos_per_round:
             return None
         baseline, warning = self.baseline_evaluation()
-        paths = tuple(e['path'] for e in self.usable(countable))
+        usable = self.usable(countable)
+        paths = tuple(e['path'] for e in usable)
         version = self.version + 1
         settings = self.settings
         job = RoundJob(
@@ -218,7 +246,10 @@ class TrainerSession:
             max_proprio_std=settings.max_proprio_std, workspace_min_m=settings.workspace_min_m,
             workspace_max_m=settings.workspace_max_m,
             cap_alpha_by_pretraining=settings.cap_alpha_by_pretraining,
-            baseline_evaluation=baseline)
+            baseline_evaluation=baseline,
+            episode_sha256=tuple(str(e.get('sha256') or '') for e in usable),
+            episode_cache_dir=settings.episode_cache_path(),
+            episode_cache_bytes=int(settings.episode_cache_mb * 1e6))
         self.job_version = version
         return RoundPlan(job=job, paths=paths, demos_used=len(countable), warning=warning)
 

@@ -72,7 +72,16 @@ class TrainerSettings:
                        "'' (empty): no TensorBoard logs",
         'read_only': True})
     poll_period_s: float = field(default=1.0, metadata={
-        'description': 'period of the dataset directory scan (s)', 'range': (0.05, 60.0)})
+        'description': 'period of the check for a round to start or a round progressing (s); '
+                       'episodes come from recorder/episode, the dataset directory is listed '
+                       'only at start-up and on ~/rescan_episodes', 'range': (0.05, 60.0)})
+    episode_cache_dir: str = field(default='auto', metadata={
+        'description': "decoded episodes by sha256, shared by the rounds; 'auto': "
+                       "<checkpoint_dir>/episode_cache, '' (empty): decode every round",
+        'read_only': True})
+    episode_cache_mb: float = field(default=2048.0, metadata={
+        'description': 'bound of the decoded-episode cache; least recently used out first (MB)',
+        'range': (0.0, 1e7), 'read_only': True})
     threads: int = field(default=1, metadata={
         'description': 'torch threads of the training process', 'range': (1, 256)})
     max_proprio_std: float = field(default=DEFAULT_MAX_PROPRIO_STD, metadata={
@@ -111,6 +120,16 @@ class TrainerSettings:
         if self.log_dir == 'auto':
             return str(Path(self.checkpoint_dir) / 'tensorboard')
         return self.log_dir
+
+    def episode_cache_path(self):
+        """
+        Where the rounds cache decoded episodes.
+
+        :return: directory path string, or '' for no cache
+        """
+        if self.episode_cache_dir == 'auto':
+            return str(Path(self.checkpoint_dir) / 'episode_cache')
+        return self.episode_cache_dir
 
     def train_kwargs(self):
         """
