@@ -75,12 +75,15 @@ function onFrame(buffer) {
     const stats = window.afStats;
     stats.frames[header.stream] += 1;
     stats.lastHeader[header.stream] = header;
-    if (header.stream === 'full') {
-      stats.latencyMs.push({ seq: header.seq, added: shown - header.received_s * 1000,
-        endToEnd: header.stamp_s ? shown - header.stamp_s * 1000 : null,
-        receive: received - header.received_s * 1000, shownAt: shown });
-      if (stats.latencyMs.length > 3000) stats.latencyMs.splice(0, 1000);
-    }
+    // Per drawn frame, both streams (ms): added = drawn minus the node's arrival time of the
+    // image message, endToEnd = drawn minus the image header stamp, receive = the websocket
+    // message's arrival minus the node's arrival time, encoded = the server's encode time.
+    stats.latencyMs.push({ stream: header.stream, seq: header.seq,
+      added: shown - header.received_s * 1000,
+      endToEnd: header.stamp_s ? shown - header.stamp_s * 1000 : null,
+      receive: received - header.received_s * 1000,
+      encoded: (header.encoded_s - header.received_s) * 1000, shownAt: shown });
+    if (stats.latencyMs.length > 6000) stats.latencyMs.splice(0, 2000);
     $(header.stream === 'policy' ? 'policy-size' : 'full-size').textContent =
       `${header.width}x${header.height}` + (header.stream === 'full' && header.width !== header.source_width
         ? ` (of ${header.source_width}x${header.source_height})` : '');
@@ -89,7 +92,7 @@ function onFrame(buffer) {
 
 function cameraStats(state) {
   const cam = state.camera;
-  const lat = window.afStats.latencyMs.slice(-30);
+  const lat = window.afStats.latencyMs.filter((l) => l.stream === 'full').slice(-30);
   let fps = 0;
   if (lat.length > 1) fps = (lat.length - 1) / ((lat[lat.length - 1].shownAt - lat[0].shownAt) / 1000);
   const added = lat.length ? lat.map((l) => l.added).sort((a, b) => a - b)[Math.floor(lat.length / 2)] : null;
