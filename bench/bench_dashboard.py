@@ -423,8 +423,8 @@ def run_phase(spec, name, args, graph, watcher, meter, browser, url):
     if websocket_clients:
         worker = subprocess.Popen(
             [sys.executable, '-c', 'import sys; from bench.bench_dashboard import ws_worker; '
-             'ws_worker(sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:]))', url, str(count),
-             str(args.warmup_s), str(args.phase_s)], stdout=subprocess.PIPE, text=True)
+             'ws_worker(sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:]))', url,
+             str(count), str(args.warmup_s), str(args.phase_s)], stdout=subprocess.PIPE, text=True)
         time.sleep(args.warmup_s)
         cpu_start = meter.sample()
         start_s, end_s = measure(graph, args.phase_s)
