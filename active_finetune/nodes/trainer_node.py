@@ -107,6 +107,8 @@ class TrainerNode(Node):
             return
         self.get_logger().info(f'episode saved: {episode.path} task {episode.task} ({added})')
         self._on_poll()
+        if self._process is None:
+            self._status('waiting', f'episode saved: {episode.task}')
 
     def _on_rescan(self, request, response):
         error = self.session.rescan()
@@ -114,6 +116,8 @@ class TrainerNode(Node):
         response.message = error or f'{len(self.session.catalog.entries())} episodes listed'
         self.get_logger().info(f'rescan of {self.settings.dataset_dir}: {response.message}')
         self._on_poll()
+        if self._process is None:
+            self._status('error' if error else 'waiting', f'rescan: {response.message}')
         return response
 
     def _on_next_task(self, msg):

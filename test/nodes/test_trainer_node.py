@@ -1,22 +1,26 @@
 """
 Trainer node over real DDS.
 
-A round after B demos, an unreadable episode skipped, the announcement.
+A round after B demos, an unreadable episode skipped, the announcement; new episodes from
+recorder/episode, the directory listed again only on request.
 """
 
 import base64
 import json
+import time
 
 from active_finetune.data.episode_index import append_index_entry, list_saved_episodes
 from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
-from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
+from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 from active_finetune.nodes.trainer_node import TrainerNode
+from active_finetune.payloads import encode, EpisodeSaved
 from active_finetune.policy.checkpoint import load_checkpoint, save_checkpoint, WEIGHTS_FILE
 from active_finetune.policy.model import PolicyConfig, TaskPolicy
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -96,3 +100,43 @@ def test_round_skips_the_unreadable_episode_and_announces_a_verified_checkpoint(
     # Counted as the selector counts it: 2 demos that load, the next round after 3 more.
     last = json.loads(statuses.last.data)
     assert (last['demos_available'], last['demos_unreadable'], last['demos_needed']) == (2, 1, 5)
+
+
+def test_new_episodes_come_from_announcements_and_the_directory_is_listed_on_request(
+        ros, wait_for, tmp_path):
+    initial = tmp_path / 'initial'
+    save_checkpoint(TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=8)),
+                    initial, {'kind': 'test'})
+    dataset = tmp_path / 'episodes'
+    dataset.mkdir()
+    statuses = ros.collect(String, 'trainer/status', COMMAND_QOS)
+    episodes = ros.publisher(String, 'recorder/episode', latched_qos(10))
+    ros.add_node(TrainerNode(context=ros.context, parameter_overrides=[
+        Parameter('dataset_dir', value=str(dataset)),
+        Parameter('checkpoint_dir', value=str(tmp_path / 'checkpoints')),
+        Parameter('initial_checkpoint', value=str(initial)),
+        Parameter('demos_per_round', value=5), Parameter('poll_period_s', value=0.2)]))
+    assert wait_for(lambda: len(statuses) > 0, 10.0)
+    recorder = EpisodeRecorder(RecorderSettings(dataset_dir=str(dataset), min_free_disk_mb=0.0))
+    try:
+        record_demo(recorder, 'reach-v3', 6, seed=1)
+        record_demo(recorder, 'push-v3', 6, seed=2)
+    finally:
+        recorder.close()
+    first, second = list_saved_episodes(dataset)
+    episodes.publish(String(data=encode(EpisodeSaved(
+        path=first['path'], sha256=first['sha256'], task=first['task'], success=True,
+        frames=first['frames'], bag_path=first['bag_path'] or ''))))
+
+    def available():
+        return json.loads(statuses.last.data)['demos_available']
+    assert wait_for(lambda: available() == 1, 10.0), statuses.last.data
+    time.sleep(0.6)  # three polls: the second file is on disk but was not announced
+    assert available() == 1, 'the directory is not listed on every poll'
+    client = ros.node.create_client(Trigger, 'trainer/rescan_episodes')
+    assert client.wait_for_service(timeout_sec=10.0)
+    future = client.call_async(Trigger.Request())
+    assert wait_for(future.done, 10.0)
+    assert future.result().success and '2 episodes' in future.result().message
+    assert wait_for(lambda: available() == 2, 10.0), statuses.last.data
+    assert json.loads(statuses.last.data)['demos_needed'] == 5
