@@ -293,6 +293,11 @@ def main(argv=None):
     status = 1
     try:
         with GraphRunner('sim', overrides=overrides, log_dir=out / 'logs') as graph:
+            from active_finetune.dashboard.config import graph_dashboard_url
+            url = graph_dashboard_url(graph.graph)
+            if url:
+                console.print(f'[bold]dashboard[/]: {url} (open it in a browser to watch the '
+                              f'loop; a taken port moves it, see {graph.log_path("dashboard")})')
             deadline = time.monotonic() + args.timeout_s
             while time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.5)

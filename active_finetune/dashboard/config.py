@@ -7,7 +7,7 @@ the default) needs nothing else; any other address (a LAN address of the robot P
 only requests that carry ``?token=<token>`` (the URL the node logs has it).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 import ipaddress
 import math
 
@@ -149,3 +149,27 @@ class DashboardConfig:
             host = f'[{host}]'
         suffix = f'?token={self.token}' if self.token else ''
         return f'http://{host}:{self.port if port is None else port}/{suffix}'
+
+
+def graph_dashboard_url(graph):
+    """
+    Give the URL a graph's dashboard will serve, from the parameters its node starts with.
+
+    The host, port and token come from the graph's parameter file, its arguments and its
+    overrides (:func:`active_finetune.graph.load_graph`), as the node reads them.  When that
+    port is taken at start the node serves on a free port instead, logs it and publishes it on
+    ``dashboard/url``.
+
+    :param graph: :class:`active_finetune.graph.Graph`
+    :return: str, e.g. ``http://127.0.0.1:8080/``; None when the graph has no dashboard node
+        (``dashboard:=false``) or its port is 0 (any free port, known only once it runs)
+    :raises ValueError: for parameters the node would refuse (e.g. a LAN host without a token)
+    """
+    node = next((n for n in graph.nodes if n.executable == 'dashboard_node'), None)
+    if node is None:
+        return None
+    names = {f.name for f in fields(DashboardConfig)}
+    config = DashboardConfig(**{k: v for k, v in node.parameters.items() if k in names})
+    if config.port == 0:
+        return None
+    return config.url()
