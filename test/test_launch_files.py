@@ -1,22 +1,19 @@
 """
-The launch files: real launch/launch_ros descriptions whose nodes come from active_finetune.graph.
+The launch files describe the graphs that af-runner starts, loaded through the same graph loader.
 
-Each launch file returns ``generate_graph_launch_description(GRAPH)`` of
-active_finetune/nodes/launch_description.py, the one module that builds the arguments and actions
-of every graph.  ``launch`` and ``launch_ros`` are not installable here (ENVIRONMENT.md: no
-distribution on the reachable registries; the PyPI package named ``launch`` is an unrelated tool),
-so the launch files cannot be loaded by launch's own Python loader in this test.  Instead the test
-checks, from the syntax tree, that the shared module builds the arguments and Node actions from
-``load_graph(<the graph>)`` (so node names, executables, parameters, remappings and namespaces are
-the runner's by construction), that every DeclareLaunchArgument has a description, that the
-graphs declare the same arguments, and that the Fast DDS profile the runner sets is set; and it
-loads each launch file, as ``ros2 launch`` does, with recording stand-ins for launch, launch_ros
-and ament_index_python, to check the arguments and actions it gives and that loading it imports
-nothing heavy.  The graph is loaded with ``validate=False`` (``ros2 launch`` runs in the system
-Python, without the lab's venv and its torch): tests here check that this imports nothing heavy
-and gives exactly the validated result.  The driver-facing arguments (namespace, camera_topic,
-use_camera) are checked on the graph, and a namespaced node's parameter file is checked with
-rclpy itself.
+Each launch file is loaded as ``ros2 launch`` loads it, in a Python that must import nothing
+heavy (``ros2 launch`` runs in the system Python, without the lab's venv and its torch).
+``launch`` and ``launch_ros`` have no wheel on these machines, so they are replaced by
+recording stand-ins; the test then runs the file's launch function with given argument values
+and compares what it gives with :func:`active_finetune.graph.load_graph`: the declared
+arguments (every one with a description) are the graph's, the Node actions carry exactly the
+executables, names, namespaces, parameters and remappings of the validated graph that af-runner
+starts with the same arguments, the Fast DDS profile is set before the nodes unless the
+environment names one, and the Gazebo graph also starts Gazebo and ros_gz_bridge from its own
+arguments.  The graph loaded with ``validate=False`` (what the launch files use) imports nothing
+heavy and gives exactly the validated result.  The driver-facing arguments (namespace,
+camera_topic, use_camera) are checked on the graph, and a namespaced node's parameter file is
+checked with rclpy itself.
 """
 
 import ast
@@ -33,75 +30,10 @@ import pytest
 
 LAUNCH_DIR = SOURCE_ROOT / 'launch'
 LAUNCH_GRAPHS = {'sim.launch.py': 'sim', 'robot.launch.py': 'robot', 'gazebo.launch.py': 'gazebo'}
-SHARED = SOURCE_ROOT / 'active_finetune' / 'nodes' / 'launch_description.py'
-SHARED_MODULE = 'active_finetune.nodes.launch_description'
-
-
-def parse(name):
-    return ast.parse((LAUNCH_DIR / name).read_text(), filename=name)
-
-
-def parse_shared():
-    return ast.parse(SHARED.read_text(), filename=str(SHARED))
-
-
-def calls(tree, name):
-    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
-            and getattr(node.func, 'id', getattr(node.func, 'attr', None)) == name]
-
-
-def keywords(call):
-    return {k.arg: k.value for k in call.keywords}
 
 
 def test_every_launch_file_is_known():
     assert sorted(p.name for p in LAUNCH_DIR.glob('*.launch.py')) == sorted(LAUNCH_GRAPHS)
-
-
-@pytest.mark.parametrize('name, graph', sorted(LAUNCH_GRAPHS.items()))
-def test_launch_file_returns_the_shared_description_of_its_graph(name, graph):
-    tree = parse(name)
-    assert ast.get_docstring(tree)
-    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
-    assert list(functions) == ['generate_launch_description']
-    assigned = {t.id: a.value.value for a in tree.body
-                if isinstance(a, ast.Assign) and isinstance(a.value, ast.Constant)
-                for t in a.targets if isinstance(t, ast.Name)}
-    assert assigned == {'GRAPH': graph}
-    imports = [(i.module, a.name) for i in tree.body if isinstance(i, (ast.Import, ast.ImportFrom))
-               for a in i.names]
-    assert imports == [(SHARED_MODULE, 'generate_graph_launch_description')]
-    returns = [ast.unparse(r.value) for r in ast.walk(functions['generate_launch_description'])
-               if isinstance(r, ast.Return)]
-    assert returns == ['generate_graph_launch_description(GRAPH)']
-
-
-def test_shared_launch_description_builds_the_nodes_from_the_graph():
-    tree = parse_shared()
-    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
-    assert [a.arg for a in functions['generate_graph_launch_description'].args.args] == [
-        'graph_name']
-    imports = {(i.module, a.name) for i in tree.body if isinstance(i, ast.ImportFrom)
-               for a in i.names}
-    assert ('active_finetune.graph', 'load_graph') in imports
-    assert ('launch_ros.actions', 'Node') in imports
-    load_calls = calls(tree, 'load_graph')
-    assert load_calls
-    for call in load_calls:
-        assert isinstance(call.args[0], ast.Name) and call.args[0].id == 'graph_name'
-        assert ast.unparse(keywords(call)['validate']) == 'False', ast.unparse(call)
-    package_nodes = [c for c in calls(tree, 'Node')
-                     if ast.literal_eval(keywords(c)['package']) == 'active_finetune']
-    assert len(package_nodes) == 1, 'one Node(...) per graph node, built in a comprehension'
-    node_kw = keywords(package_nodes[0])
-    assert ast.unparse(node_kw['executable']) == 'node.executable'
-    assert ast.unparse(node_kw['name']) == 'node.name'
-    assert ast.unparse(node_kw['parameters']) == '[str(graph.parameters_file), node.parameters]'
-    assert ast.unparse(node_kw['remappings']) == 'list(node.remappings)'
-    assert ast.unparse(node_kw['namespace']) == 'node.namespace'
-    comprehension = next(c for c in ast.walk(tree) if isinstance(c, ast.ListComp)
-                         and package_nodes[0] in ast.walk(c))
-    assert ast.unparse(comprehension.generators[0].iter) == 'graph.nodes'
 
 
 def test_only_the_ros_layer_imports_launch_and_launch_ros():
@@ -117,14 +49,6 @@ def test_only_the_ros_layer_imports_launch_and_launch_ros():
             else:
                 continue
             assert not {n.split('.')[0] for n in names} & {'launch', 'launch_ros'}, path
-
-
-def test_every_launch_argument_has_a_description():
-    declared = calls(parse_shared(), 'DeclareLaunchArgument')
-    assert declared
-    for call in declared:
-        assert 'description' in keywords(call), ast.unparse(call)
-        assert 'default_value' in keywords(call), ast.unparse(call)
 
 
 def test_graph_arguments_have_descriptions_and_gazebo_takes_the_sim_arguments():
@@ -221,67 +145,166 @@ module('ament_index_python.packages', get_package_share_directory=lambda p: '/sh
 
 def describe(action):
     kind = type(action).__name__
-    if kind == 'SetEnvironmentVariable':
-        return [kind] + list(action.args)
-    if kind == 'Node':
-        return [kind, action.kwargs['package'], action.kwargs['name'],
-                action.kwargs['namespace']]
-    return [kind]
+    if kind == 'IncludeLaunchDescription':
+        return {'kind': kind, 'source': action.args[0].args[0],
+                'launch_arguments': dict(action.kwargs['launch_arguments'])}
+    return {'kind': kind, 'args': list(action.args), 'kwargs': action.kwargs}
 
-entities = runpy.run_path(sys.argv[1])['generate_launch_description']().args[0]
+launch_file, contexts, environments = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+entities = runpy.run_path(launch_file)['generate_launch_description']().args[0]
 declared = [e for e in entities if type(e).__name__ == 'DeclareLaunchArgument']
 opaque = [e for e in entities if type(e).__name__ == 'OpaqueFunction']
 assert entities == declared + opaque and len(opaque) == 1
 defaults = {e.args[0]: e.kwargs['default_value'] for e in declared}
 runs = {}
-for case, environment, profile in [('default', None, defaults['fastdds_profile']),
-                                   ('set in environment', '/lab.xml', defaults['fastdds_profile']),
-                                   ('given', '/lab.xml', '/given.xml'), ('off', None, '')]:
+for case, given in contexts.items():
     os.environ.pop('FASTRTPS_DEFAULT_PROFILES_FILE', None)
-    if environment:
-        os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = environment
-    context = dict(defaults, fastdds_profile=profile, namespace='arm1')
+    if environments.get(case):
+        os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = environments[case]
     function = opaque[0].kwargs['function']
-    actions = function(context, *opaque[0].kwargs.get('args', ()),
+    actions = function(dict(defaults, **given), *opaque[0].kwargs.get('args', ()),
                        **(opaque[0].kwargs.get('kwargs') or {}))
     runs[case] = [describe(action) for action in actions]
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in
                ('torch', 'rclpy', 'numpy', 'cv2', 'scipy', 'mcap', 'mujoco', 'safetensors'))
-print(json.dumps({'declared': [[e.args[0], e.kwargs['default_value']] for e in declared],
+print(json.dumps({'declared': [[e.args[0], e.kwargs['default_value'], e.kwargs['description']]
+                               for e in declared],
                   'runs': runs, 'heavy': heavy}))
 """
+"""
+Load a launch file as ``ros2 launch`` does, with recording stand-ins for launch and launch_ros.
+
+``get_package_share_directory(p)`` is ``/share/<p>``.  Prints the declared arguments and, for
+each context (launch argument values over the defaults), the actions the file gives.
+"""
+
+SHARE = '/share/active_finetune'
+PROFILE = f'{SHARE}/config/fastdds_large_shm.xml'
+
+
+def load_launch_file(name, tmp_path, contexts, environments=None):
+    """
+    Run a launch file through :data:`LOAD_LAUNCH_FILE` in a Python that imports no heavy package.
+
+    :param name: file in launch/
+    :param tmp_path: working directory (not the source tree: paths must not depend on it)
+    :param contexts: case -> {launch argument: text} given over the declared defaults
+    :param environments: case -> FASTRTPS_DEFAULT_PROFILES_FILE set before the case runs
+    :return: dict 'declared' ([name, default, description]), 'runs' (case -> actions), 'heavy'
+    """
+    result = subprocess.run(
+        [sys.executable, '-c', LOAD_LAUNCH_FILE, str(LAUNCH_DIR / name), json.dumps(contexts),
+         json.dumps(environments or {})],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(SOURCE_ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert loaded['heavy'] == [], 'ros2 launch runs in the system Python, without torch'
+    return loaded
+
+
+def expected_node_actions(graph, arguments):
+    """Node actions of a graph as af-runner starts it: the validated graph, same arguments."""
+    order = [a.name for a in load_graph(graph, validate=False).arguments]
+    loaded = load_graph(graph, arguments={name: arguments[name] for name in order
+                                          if name in arguments})
+    return [{'kind': 'Node', 'args': [], 'kwargs': {
+        'package': 'active_finetune', 'executable': node.executable, 'name': node.name,
+        'namespace': node.namespace, 'output': 'screen', 'emulate_tty': True,
+        'parameters': [str(loaded.parameters_file), node.parameters],
+        'remappings': [list(pair) for pair in node.remappings]}} for node in loaded.nodes]
+
+
+def profile_action(path):
+    return {'kind': 'SetEnvironmentVariable', 'args': [FASTDDS_PROFILES_ENV, path], 'kwargs': {}}
 
 
 @pytest.mark.parametrize('name, graph', sorted(LAUNCH_GRAPHS.items()))
-def test_launch_file_loads_in_a_python_without_torch_and_gives_its_graph(name, graph, tmp_path):
-    """Load the file as ``ros2 launch`` does, with stand-ins for launch, launch_ros and ament."""
-    result = subprocess.run([sys.executable, '-c', LOAD_LAUNCH_FILE, str(LAUNCH_DIR / name)],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            env=dict(os.environ, PYTHONPATH=str(SOURCE_ROOT)))
-    assert result.returncode == 0, result.stdout + result.stderr
-    loaded = json.loads(result.stdout.splitlines()[-1])
-    assert loaded['heavy'] == []
-    profile = '/share/active_finetune/config/fastdds_large_shm.xml'
-    expected = [[a.name, a.default] for a in load_graph(graph, validate=False).arguments]
-    expected.append(['fastdds_profile', profile])
-    simulator = []
+def test_launch_file_declares_the_graph_arguments_with_descriptions(name, graph, tmp_path):
+    loaded = load_launch_file(name, tmp_path, {})
+    expected = [[a.name, a.default, a.description]
+                for a in load_graph(graph, validate=False).arguments]
+    assert [d[:2] for d in loaded['declared'][:len(expected)]] == [e[:2] for e in expected]
+    assert loaded['declared'][:len(expected)] == expected
+    extra = {d[0]: d[1] for d in loaded['declared'][len(expected):]}
     if graph == 'gazebo':
-        expected += [['world', '/share/active_finetune/gazebo/worlds/tabletop.sdf'],
-                     ['gui', 'true'],
-                     ['bridge_config', '/share/active_finetune/config/gazebo_bridge.yaml']]
-        simulator = [['IncludeLaunchDescription'],
-                     ['Node', 'ros_gz_bridge', 'gz_bridge', '/arm1']]
-    assert loaded['declared'] == expected
-    nodes = [['Node', 'active_finetune', node.name, node.namespace] for node in load_graph(
-        graph, validate=False, arguments={'namespace': 'arm1'}).nodes]
-    assert nodes and all(node[3] == '/arm1' for node in nodes)
-    runs = loaded['runs']
-    assert runs['default'] == [['SetEnvironmentVariable', FASTDDS_PROFILES_ENV, profile]] + \
-        simulator + nodes
-    assert runs['set in environment'] == simulator + nodes
-    assert runs['given'] == [['SetEnvironmentVariable', FASTDDS_PROFILES_ENV, '/given.xml']] + \
-        simulator + nodes
-    assert runs['off'] == simulator + nodes
+        assert extra == {'fastdds_profile': PROFILE,
+                         'world': f'{SHARE}/gazebo/worlds/tabletop.sdf', 'gui': 'true',
+                         'bridge_config': f'{SHARE}/config/gazebo_bridge.yaml'}
+    else:
+        assert extra == {'fastdds_profile': PROFILE}
+    for argument, default, description in loaded['declared']:
+        assert description.strip(), argument
+        assert isinstance(default, str), argument
+    for extra_name, default in extra.items():
+        if default.startswith(SHARE):  # a file the package installs into its share directory
+            assert (SOURCE_ROOT / default[len(SHARE) + 1:]).is_file(), extra_name
+
+
+@pytest.mark.parametrize('name, graph', sorted(LAUNCH_GRAPHS.items()))
+def test_launch_file_starts_the_nodes_af_runner_starts(name, graph, tmp_path):
+    """Each Node action carries the graph loader's executable, name, parameters and remaps."""
+    every = launch_argument_texts(graph)
+    loaded = load_launch_file(name, tmp_path, {'defaults': {}, 'every argument': every},
+                              environments={'defaults': '', 'every argument': '/lab.xml'})
+    defaults = {a.name: a.default for a in load_graph(graph, validate=False).arguments}
+    for case, arguments in (('defaults', defaults), ('every argument', every)):
+        nodes = [a for a in loaded['runs'][case] if a['kind'] == 'Node'
+                 and a['kwargs']['package'] == 'active_finetune']
+        assert nodes == expected_node_actions(graph, arguments), case
+        assert nodes == loaded['runs'][case][-len(nodes):], 'the nodes start last'
+    names = [n['kwargs']['name'] for n in loaded['runs']['every argument']
+             if n['kind'] == 'Node' and n['kwargs']['package'] == 'active_finetune']
+    if graph == 'robot':
+        assert 'camera' not in names  # use_camera:=false
+    for action in loaded['runs']['every argument']:
+        if action['kind'] == 'Node':
+            assert action['kwargs']['namespace'] == '/arm1'
+
+
+@pytest.mark.parametrize('name, graph', sorted(LAUNCH_GRAPHS.items()))
+def test_launch_file_gives_the_nodes_the_runners_fast_dds_profile(name, graph, tmp_path):
+    """The package's profile unless the environment names one; a given one wins; '' is off."""
+    loaded = load_launch_file(
+        name, tmp_path, {'default': {}, 'set in environment': {},
+                         'given': {'fastdds_profile': '/given.xml'},
+                         'off': {'fastdds_profile': ''}},
+        environments={'set in environment': '/lab.xml', 'given': '/lab.xml'})
+    runs = {case: [a for a in actions if a['kind'] == 'SetEnvironmentVariable']
+            for case, actions in loaded['runs'].items()}
+    assert runs == {'default': [profile_action(PROFILE)], 'set in environment': [],
+                    'given': [profile_action('/given.xml')], 'off': []}
+    for case, actions in loaded['runs'].items():
+        if runs[case]:
+            assert actions[0] == runs[case][0], 'set before any process starts'
+
+
+def test_gazebo_launch_starts_gazebo_and_the_bridge_from_its_arguments(tmp_path):
+    loaded = load_launch_file('gazebo.launch.py', tmp_path, {
+        'defaults': {'namespace': ''},
+        'headless': {'gui': 'false', 'world': '/worlds/lab.sdf', 'namespace': 'arm1',
+                     'bridge_config': '/lab/bridge.yaml'}})
+    for case, world, flags, namespace, config in (
+            ('defaults', f'{SHARE}/gazebo/worlds/tabletop.sdf', '-r ', '',
+             f'{SHARE}/config/gazebo_bridge.yaml'),
+            ('headless', '/worlds/lab.sdf', '-r -s ', '/arm1', '/lab/bridge.yaml')):
+        actions = [a for a in loaded['runs'][case] if a['kind'] != 'SetEnvironmentVariable']
+        assert actions[0] == {'kind': 'IncludeLaunchDescription',
+                              'source': '/share/ros_gz_sim/launch/gz_sim.launch.py',
+                              'launch_arguments': {'gz_args': flags + world,
+                                                   'on_exit_shutdown': 'true'}}
+        bridge = actions[1]
+        assert bridge['kind'] == 'Node' and bridge['kwargs'] == {
+            'package': 'ros_gz_bridge', 'executable': 'parameter_bridge', 'name': 'gz_bridge',
+            'namespace': namespace, 'output': 'screen',
+            'parameters': [{'config_file': config, 'use_sim_time': True}],
+            'remappings': [['clock', '/clock']]}
+        assert all(a['kwargs']['package'] == 'active_finetune' for a in actions[2:])
+    for name in ('sim.launch.py', 'robot.launch.py'):
+        other = load_launch_file(name, tmp_path, {'defaults': {}})
+        assert all(a['kind'] != 'IncludeLaunchDescription' and
+                   a['kwargs'].get('package') in (None, 'active_finetune')
+                   for a in other['runs']['defaults'])
 
 
 def test_driver_arguments_namespace_camera_topic_and_use_camera():
@@ -352,42 +375,6 @@ def test_a_namespaced_node_reads_the_parameter_file_the_runner_writes(tmp_path):
     assert result.stdout.split() == ['/arm1/policy', '0.5']
 
 
-def test_launch_files_give_the_nodes_the_runners_fast_dds_profile():
-    tree = parse_shared()
-    assigned = {t.id: a.value for a in tree.body if isinstance(a, ast.Assign)
-                for t in a.targets if isinstance(t, ast.Name)}
-    assert ast.literal_eval(assigned['FASTDDS_PROFILES_ENV']) == FASTDDS_PROFILES_ENV
-    assert "'config', 'fastdds_large_shm.xml')" in ast.unparse(assigned['FASTDDS_PROFILE'])
-    declared = {ast.literal_eval(c.args[0]): keywords(c)
-                for c in calls(tree, 'DeclareLaunchArgument')
-                if isinstance(c.args[0], ast.Constant)}
-    assert ast.unparse(declared['fastdds_profile']['default_value']) == 'FASTDDS_PROFILE'
-    setters = calls(tree, 'SetEnvironmentVariable')
-    assert [ast.unparse(c.args[0]) for c in setters] == ['FASTDDS_PROFILES_ENV']
-    # Set by the function whose actions come before the nodes (launch runs them in order).
-    returns = [ast.unparse(r.value) for r in ast.walk(tree) if isinstance(r, ast.Return)
-               and r.value is not None and 'fastdds_environment(context)' in ast.unparse(r.value)]
-    assert len(returns) == 1 and returns[0].startswith('fastdds_environment(context) + ')
-
-
 def test_the_installed_profile_file_is_the_runners_profile():
     text = (SOURCE_ROOT / 'config' / 'fastdds_large_shm.xml').read_text()
     assert re.sub(r'<!--.*?-->\n', '', text, flags=re.S) == FASTDDS_LARGE_SHM_PROFILE_XML
-
-
-def test_gazebo_launch_declares_world_gui_and_bridge_config():
-    declared_calls = calls(parse_shared(), 'DeclareLaunchArgument')
-    declared = {ast.literal_eval(c.args[0]) for c in declared_calls
-                if isinstance(c.args[0], ast.Constant)}
-    assert declared == {'world', 'gui', 'bridge_config', 'fastdds_profile'}
-    source = SHARED.read_text()
-    assert "'gazebo', 'worlds', 'tabletop.sdf'" in source
-    assert "'config', 'gazebo_bridge.yaml'" in source
-    assert "executable='parameter_bridge'" in source
-
-
-def test_launch_files_are_installed_by_setup_py():
-    setup = (SOURCE_ROOT / 'setup.py').read_text()
-    for pattern in ("glob('launch/*.launch.py')", "glob('config/*.yaml')",
-                    "glob('config/*.xml')", "glob('gazebo/worlds/*.sdf')"):
-        assert pattern in setup
