@@ -1,5 +1,5 @@
 """
-Task selection strategies behind one interface: AMF and the baselines of AMF.md.
+Task selection strategies behind one interface: AMF and the paper's baselines.
 
 Every strategy has ``needs_embeddings`` (only AMF does) and
 ``select(tasks, demo_counts, batch_size, inputs) -> SelectionResult``; ``tasks`` are the allowed

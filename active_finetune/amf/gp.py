@@ -1,5 +1,5 @@
 """
-Weight-space Gaussian process with a linear kernel, for AMF's information gain (AMF.md).
+Weight-space Gaussian process with a linear kernel, for AMF's information gain.
 
 The kernel is k(x, x') = phi(x)^T phi(x'), i.e. Bayesian linear regression on the embeddings with
 prior w ~ N(0, I_p) and observation noise rho^2.  Conditioned on the rows Phi_D of the data D the

@@ -1,5 +1,5 @@
 """
-AMF task selection (AMF.md, paper Eq. 2): a greedy batch of the most informative tasks to demo.
+AMF task selection (paper Eq. 2): a greedy batch of the most informative tasks to demo.
 
   c_n = argmax_{c'} sum_c mu(c) sum_{x in S(c)} w(x) 0.5 log(sigma_D^2(x) / sigma_{D+X'(c')}^2(x))
 

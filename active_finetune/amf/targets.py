@@ -1,5 +1,5 @@
 """
-Target and candidate states for AMF (AMF.md, "Target states S(c)").
+Target and candidate states for AMF (the paper's target states S(c)).
 
 For every task c the expert's state distribution is unknown; it is approximated by
 - the current policy's own rollouts of c (simulation, or evaluation runs recorded on a robot),
@@ -23,7 +23,7 @@ class TargetConfig:
     """How AMF builds target states, candidate states and the conditioning set."""
 
     embedding: str = 'loss_gradient'
-    """'loss_gradient' (AMF.md's best variant) or 'features' (cheaper last-layer features)."""
+    """'loss_gradient' (the best variant in the paper) or 'features' (cheaper last-layer features)."""
     states_per_trajectory: int = 10
     candidate_states: int = 30
     """Fantasised demo states per candidate task (m)."""

@@ -59,7 +59,7 @@ fragments it dropped 46-98 % of them in three runs here, where reliable lost non
 ~13-14 ms (p50).  An incompatible publisher is reported in the node's log with the parameter
 to set.
 
-Other profiles (DESIGN.md, STYLE.md):
+Other profiles:
 
 - ``COMMAND_QOS``: reliable, keep last 10, volatile (twists, gripper, estop
   publishers, anything that commands motion).
