@@ -1,9 +1,9 @@
 """
 The Gazebo assets: tabletop world (SDF) and the ros_gz_bridge mapping onto the topic contract.
 
-Gazebo Harmonic is not installable on the test machines (no package on PyPI), so the world is checked as XML for
-what the bridge and the nodes rely on; with the ``sdformat14`` Python bindings present it is
-also loaded by libsdformat (skipped otherwise).
+Gazebo Harmonic is not installable on the test machines (no package on PyPI), so the world is
+checked as XML for what the bridge and the nodes rely on; with the ``sdformat14`` Python
+bindings present it is also loaded by libsdformat (skipped otherwise).
 """
 
 import xml.etree.ElementTree as ElementTree

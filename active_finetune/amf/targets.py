@@ -23,7 +23,7 @@ class TargetConfig:
     """How AMF builds target states, candidate states and the conditioning set."""
 
     embedding: str = 'loss_gradient'
-    """'loss_gradient' (the best variant in the paper) or 'features' (cheaper last-layer features)."""
+    """'loss_gradient' (the paper's best variant) or 'features' (cheaper last-layer features)."""
     states_per_trajectory: int = 10
     candidate_states: int = 30
     """Fantasised demo states per candidate task (m)."""
