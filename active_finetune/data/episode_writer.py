@@ -98,6 +98,8 @@ class EpisodeSession:
         self.frames = 0
         self.dropped = {}
         self.marked_success = None
+        self.mark_note = ''
+        self.success_source = ''  # set at stop: what decided the success (recorder)
         self.sim_success = None
         self.outcome = None  # 'save' | 'discard' | 'interrupt', set by finish()
         self.success = None
@@ -277,7 +279,10 @@ class EpisodeSession:
             'duration_s': f'{self.duration_s:.3f}', 'frames': str(self.frames),
             'steps': str(steps), 'dropped': json.dumps(self.dropped, sort_keys=True),
             'recovered': 'true' if interrupted else 'false',
-            'stopped_unix_s': f'{time.time():.6f}'})
+            'stopped_unix_s': f'{time.time():.6f}',
+            'success_source': self.success_source if not interrupted else 'interrupted',
+            'operator_mark': {None: '', True: 'success', False: 'failure'}[self.marked_success],
+            'operator_notes': '; '.join(n for n in (self.notes, self.mark_note) if n)})
         if interrupted:
             metadata['interrupted'] = 'true'
         self._writer.add_metadata(METADATA_NAME, metadata)
@@ -318,4 +323,4 @@ class EpisodeSession:
         return self._result('saved', message, path=str(data_path.resolve()),
                             bag_path=str(bag_dir.resolve()),
                             sha256=sha256, steps=steps, success=bool(self.success),
-                            saved_unix_s=saved_unix_s)
+                            success_source=self.success_source, saved_unix_s=saved_unix_s)

@@ -28,13 +28,16 @@ records it); its publish time is the source's header stamp where the message has
 Two metadata records (string -> string) describe the episode: ``active_finetune.start``, written
 when recording starts (so a crashed, partial file still says what it was), and
 ``active_finetune``, written when it stops.  Keys of the latter: ``format_version``, ``task``,
-``success`` ('true'/'false'), ``operator_notes``, ``max_linear_velocity_mps``,
-``gripper_joint_name``, ``gripper_open_position``, ``request_id``, ``started_unix_s``,
-``duration_s``, ``frames`` (camera frames), ``steps`` (rows :func:`load_episode` gives),
-``dropped``, ``recovered`` ('true'/'false'), ``image_format`` (the recorder's setting; each
-frame's CompressedImage.format says whether it is jpeg or png), ``max_command_hold_s`` (absent
-in older files: the default of :mod:`active_finetune.data.alignment` applies), ``topics`` (JSON
-role -> topic name).
+``success`` ('true'/'false'), ``success_source`` (what decided it: 'operator' (the operator's
+mark), 'sim' (sim/success), 'unmarked' (the recorder's unmarked_success), 'explicit' or
+'interrupted'; absent in older files), ``operator_mark`` ('success', 'failure' or '': unmarked),
+``operator_notes`` (notes given at start and the operator's mark note),
+``max_linear_velocity_mps``, ``gripper_joint_name``, ``gripper_open_position``,
+``request_id``, ``started_unix_s``, ``duration_s``, ``frames`` (camera frames), ``steps`` (rows
+:func:`load_episode` gives), ``dropped``, ``recovered`` ('true'/'false'), ``image_format`` (the
+recorder's setting; each frame's CompressedImage.format says whether it is jpeg or png),
+``max_command_hold_s`` (absent in older files: the default of
+:mod:`active_finetune.data.alignment` applies), ``topics`` (JSON role -> topic name).
 
 A saved episode is a rosbag2 bag: a directory ``episode_<N>_<task>/`` holding the MCAP file
 ``episode_<N>_<task>.mcap`` and a ``metadata.yaml`` (rosbag2 version 8, storage ``mcap``) that

@@ -4,8 +4,8 @@ Recording core of the demo recorder (ROS-free): the recorder's state machine.
 The node (or a test, or the benchmark) hands samples to :class:`EpisodeRecorder` with ``add_*``
 calls that never block.  The recorder is idle or recording one episode:
 :meth:`~EpisodeRecorder.start` (refused while recording, without a task, on low disk, or while a
-leftover could not be recovered), :meth:`~EpisodeRecorder.mark_success` (the operator's
-verdict), :meth:`~EpisodeRecorder.stop` (save, success by the settings' policy) and
+leftover could not be recovered), :meth:`~EpisodeRecorder.mark` (the operator's verdict and
+note), :meth:`~EpisodeRecorder.stop` (save, success by the settings' policy) and
 :meth:`~EpisodeRecorder.discard` move it on; stopped episodes are written in the background
 and reported through ``on_finished``, once saved.  The parts, one job each:
 
@@ -52,10 +52,14 @@ LOGGER = logging.getLogger(__name__)
 __all__ = ['AUTO_PNG_MAX_PIXELS', 'episode_file_name', 'EpisodeRecorder', 'EpisodeSession',
            'frame_format', 'free_disk_mb', 'PARTIAL_SUFFIX', 'QUARANTINE_DIR', 'quarantine',
            'RECORDER_IMAGE_FORMATS', 'RecorderError', 'RecorderRefusedError', 'RecorderSettings',
-           'recover_leftovers', 'STATES', 'SUCCESS_POLICIES']
+           'recover_leftovers', 'STATES', 'SUCCESS_POLICIES', 'SUCCESS_SOURCES']
 
 STATES = ('idle', 'recording', 'saving', 'saved', 'discarded', 'error')
 """Values of the recorder's status 'state'."""
+
+SUCCESS_SOURCES = ('explicit', 'operator', 'sim', 'unmarked')
+"""What decided a saved episode's success (metadata ``success_source``): a value given to stop,
+the operator's mark, the simulator's sim/success, or nothing (``unmarked_success``)."""
 
 
 class RecorderError(RuntimeError):
@@ -200,16 +204,26 @@ class EpisodeRecorder:
         :param success: an explicit value (wins over everything)
         :return: bool
         """
+        return self.success_and_source(session, success)[0]
+
+    def success_and_source(self, session, success=None):
+        """
+        Decide an episode's success by the settings' policy, and say what decided it.
+
+        :param session: the episode
+        :param success: an explicit value (wins over everything)
+        :return: (bool, source): source is one of :data:`SUCCESS_SOURCES`
+        """
         if success is not None:
-            return bool(success)
+            return bool(success), 'explicit'
         policy = self.settings.success_on_stop
         if policy == 'sim':
-            return bool(session.sim_success)
+            return bool(session.sim_success), 'sim'
         if session.marked_success is not None:
-            return session.marked_success
+            return session.marked_success, 'operator'
         if policy == 'auto' and session.sim_success is not None:
-            return session.sim_success
-        return self.settings.unmarked_success
+            return session.sim_success, 'sim'
+        return self.settings.unmarked_success, 'unmarked'
 
     def stop(self, success=None):
         """
@@ -223,7 +237,9 @@ class EpisodeRecorder:
             session = self._active
         if session is None:
             raise RecorderError('not recording')
-        return self._finish_active('save', self.resolve_success(session, success))
+        verdict, source = self.success_and_source(session, success)
+        session.success_source = source
+        return self._finish_active('save', verdict)
 
     def discard(self):
         """
@@ -234,19 +250,36 @@ class EpisodeRecorder:
         """
         return self._finish_active('discard')
 
-    def mark_success(self, success):
+    def mark(self, success, note=None):
         """
-        Record the operator's verdict on the episode being recorded.
+        Record the operator's verdict on the episode being recorded, and a note.
 
-        :param success: bool
+        The verdict decides the episode's success at stop under the 'auto' and 'operator'
+        policies (``success_on_stop``); the note is stored in the episode file's metadata
+        (``operator_notes``, after the notes given at start).
+
+        :param success: bool: success (True) or failure (False)
+        :param note: the operator's note; None or blank keeps the note of an earlier mark
         :return: the session
         :raises RecorderError: when not recording
         """
         session = self._active
         if session is None:
-            raise RecorderError('not recording: mark success while recording, before stop')
+            raise RecorderError('not recording: mark the episode while recording, before stop')
         session.marked_success = bool(success)
+        if note is not None and str(note).strip():
+            session.mark_note = str(note).strip()
         return session
+
+    def mark_success(self, success):
+        """
+        Record the operator's verdict on the episode being recorded (keeps any note).
+
+        :param success: bool
+        :return: the session
+        :raises RecorderError: when not recording
+        """
+        return self.mark(success)
 
     def _offer(self, role, log_time_ns, publish_time_ns, payload):
         session = self._active
@@ -372,15 +405,20 @@ class EpisodeRecorder:
         """
         Describe what the recorder is doing, for recorder/status.
 
-        :return: dict state, task, duration_s, frames, dropped, path, message, saving
+        :return: dict state, task, duration_s, frames, dropped, path, message, saving; while
+            recording also marked, note, success_if_stopped and success_source (see
+            :meth:`success_and_source`)
         """
         session = self._active
         if session is not None:
+            verdict, source = self.success_and_source(session)
             return {'state': 'recording', 'task': session.task,
                     'request_id': session.request_id,
                     'duration_s': round(session.duration_s, 3), 'frames': session.frames,
                     'dropped': session.dropped_total, 'path': str(session.partial_path),
-                    'message': f'recording episode {session.number}', 'saving': self.saving}
+                    'message': f'recording episode {session.number}', 'saving': self.saving,
+                    'marked': session.marked_success, 'note': session.mark_note,
+                    'success_if_stopped': verdict, 'success_source': source}
         last = self.last_result
         if self.recovery_failures and not self.saving:
             return {'state': 'error', 'task': '', 'duration_s': 0.0, 'frames': 0, 'dropped': 0,

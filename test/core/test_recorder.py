@@ -174,6 +174,63 @@ def test_success_policies(tmp_path, policy, mark, sim, expected):
     assert recorder.wait_idle(5.0)
 
 
+@pytest.mark.parametrize('policy, mark, sim, source', [
+    ('auto', None, None, 'unmarked'), ('auto', False, True, 'operator'),
+    ('auto', None, False, 'sim'), ('sim', True, None, 'sim'), ('operator', None, True, 'unmarked'),
+    ('operator', True, False, 'operator')])
+def test_status_says_the_success_a_stop_would_save_and_what_decides_it(
+        tmp_path, policy, mark, sim, source):
+    recorder = EpisodeRecorder(settings(tmp_path, success_on_stop=policy,
+                                        unmarked_success=False))
+    session = recorder.start('reach')
+    if mark is not None:
+        recorder.mark(mark)
+    if sim is not None:
+        recorder.add_sim_success(sim)
+    status = recorder.status()
+    assert status['success_if_stopped'] is recorder.resolve_success(session)
+    assert (status['marked'], status['success_source']) == (mark, source)
+    recorder.discard()
+    assert recorder.wait_idle(5.0)
+    assert 'success_if_stopped' not in recorder.status()
+
+
+def test_mark_with_a_note_is_stored_in_the_saved_episode(tmp_path):
+    finished = []
+    recorder = EpisodeRecorder(settings(tmp_path), on_finished=finished.append)
+    recorder.start('push', notes='second try')
+    recorder.mark(True, 'cube slipped at the end')
+    recorder.mark_success(False)  # a later verdict without a note keeps the note
+    status = recorder.status()
+    assert (status['marked'], status['note']) == (False, 'cube slipped at the end')
+    assert (status['success_if_stopped'], status['success_source']) == (False, 'operator')
+    record_steps(recorder, 5)
+    recorder.stop()
+    assert recorder.wait_idle(10.0)
+    result = finished[-1]
+    assert (result['state'], result['success'], result['success_source']) == (
+        'saved', False, 'operator')
+    info = read_episode_info(result['path'])
+    assert info['operator_notes'] == 'second try; cube slipped at the end'
+    assert (info['operator_mark'], info['success'], info['success_source']) == (
+        'failure', 'false', 'operator')
+    # Unmarked: labelled by unmarked_success, and the file says so.
+    recorder.start('push')
+    record_steps(recorder, 5)
+    recorder.stop()
+    assert recorder.wait_idle(10.0)
+    info = read_episode_info(finished[-1]['path'])
+    assert (info['operator_mark'], info['success'], info['success_source'],
+            info['operator_notes']) == ('', 'true', 'unmarked', '')
+    recorder.start('push')
+    record_steps(recorder, 5)
+    recorder.stop(success=False)
+    assert recorder.wait_idle(10.0)
+    assert read_episode_info(finished[-1]['path'])['success_source'] == 'explicit'
+    with pytest.raises(RecorderError, match='not recording'):
+        recorder.mark(True, 'too late')
+
+
 def test_refusals_and_requests_out_of_order(tmp_path):
     recorder = EpisodeRecorder(settings(tmp_path, min_free_disk_mb=1e12))
     with pytest.raises(RecorderRefusedError, match='min_free_disk_mb'):
