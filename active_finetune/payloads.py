@@ -292,6 +292,16 @@ class RecorderStatus(_Payload):
     dropped: int = field(default=0, metadata=_meta('messages dropped (queue full)', minimum=0))
     path: str = field(default='', metadata=_meta('episode file (partial while recording)'))
     message: str = field(default='', metadata=_meta('human-readable detail'))
+    marked: bool | None = field(default=None, metadata=_meta(
+        "operator's mark on the episode being recorded (true: success, false: failure, null: "
+        'unmarked)'))
+    note: str = field(default='', metadata=_meta("operator's note on the episode being recorded"))
+    success_if_stopped: bool | None = field(default=None, metadata=_meta(
+        'success the episode would be saved with if stopped now (null when not recording)'))
+    success_source: str = field(default='', metadata=_meta(
+        "what decides that success: 'operator' (the mark), 'sim' (sim/success) or 'unmarked' "
+        "(the recorder's unmarked_success); '' when not recording",
+        choices=('', 'operator', 'sim', 'unmarked')))
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,14 @@ Subscriptions hand each sample to :class:`active_finetune.data.recorder.EpisodeR
 (queued, never blocking; a full queue drops and counts); its writer thread compresses, writes,
 fsyncs, renames and indexes.  The task and request id come from the latched
 ``operator/next_task``.  Start/stop by the ``recorder/*`` services or the SpaceMouse record
-button (rising edge of ``teleop/joy`` button ``record_button``).  ``recorder/status`` (latched)
-says what it is doing; ``recorder/episode`` (latched, depth 10) announces each episode once its
-file is renamed and indexed.  See docs/interfaces.md for the payloads.
+button (rising edge of ``teleop/joy`` button ``record_button``).  The operator marks the episode
+being recorded a success or a failure with ``recorder/mark_success`` (std_srvs/SetBool) or, with
+a note stored in the episode file, ``recorder/mark``
+(:class:`active_finetune.payloads.EpisodeMark`, from the console and the dashboard); while
+recording, ``recorder/status`` says the mark, the note and the success a stop would save.
+``recorder/status`` (latched) says what it is doing; ``recorder/episode`` (latched, depth 10)
+announces each episode once its file is renamed and indexed.  See docs/interfaces.md for the
+payloads.
 """
 
 import collections
@@ -21,8 +26,8 @@ from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, latched_qos, \
     SENSOR_QOS, sensor_subscription_options
 from active_finetune.nodes.spin import run_node
-from active_finetune.payloads import decode_next_task, encode, EpisodeSaved, PayloadError, \
-    RecorderStatus
+from active_finetune.payloads import decode_episode_mark, decode_next_task, encode, \
+    EpisodeSaved, PayloadError, RecorderStatus
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState, Joy
@@ -78,6 +83,7 @@ class DemoRecorderNode(Node):
         self.create_subscription(Joy, 'teleop/joy', self._on_joy, COMMAND_QOS)
         self.create_subscription(Bool, 'sim/success', self._on_sim_success, COMMAND_QOS)
         self.create_subscription(String, 'operator/next_task', self._on_next_task, LATCHED_QOS)
+        self.create_subscription(String, 'recorder/mark', self._on_mark, COMMAND_QOS)
         self.create_service(Trigger, 'recorder/start', self._on_start)
         self.create_service(Trigger, 'recorder/stop', self._on_stop)
         self.create_service(Trigger, 'recorder/discard', self._on_discard)
@@ -98,6 +104,10 @@ class DemoRecorderNode(Node):
     def _publish_status(self, status):
         payload = {key: status.get(key) for key in ('state', 'task', 'request_id', 'duration_s',
                                                     'frames', 'dropped', 'path', 'message')}
+        if status.get('state') == 'recording':
+            payload.update({key: status.get(key) for key in (
+                'marked', 'note', 'success_if_stopped', 'success_source')})
+            payload['note'] = payload['note'] or ''
         self._status_pub.publish(String(data=encode(RecorderStatus.from_dict(payload))))
         self._last_status_s = self.get_clock().now().nanoseconds * 1e-9
 
@@ -216,15 +226,36 @@ class DemoRecorderNode(Node):
         return response
 
     def _on_mark_success(self, request, response):
-        try:
-            session = self.recorder.mark_success(request.data)
-        except RecorderError as exc:
-            response.success, response.message = False, str(exc)
-            return response
-        response.success = True
-        response.message = (f'episode {session.number} marked '
-                            f'{"success" if request.data else "failure"}')
+        response.success, response.message = self.mark_episode(request.data)
         return response
+
+    def mark_episode(self, success, note=None):
+        """
+        Mark the episode being recorded a success or a failure, with an optional note.
+
+        :param success: bool
+        :param note: stored in the episode's metadata (None or blank: keep an earlier note)
+        :return: (accepted, message)
+        """
+        try:
+            session = self.recorder.mark(success, note)
+        except RecorderError as exc:
+            self.get_logger().warning(f'mark refused: {exc}')
+            return False, str(exc)
+        message = (f'episode {session.number} marked {"success" if success else "failure"}'
+                   + (f' (note: {session.mark_note})' if session.mark_note else ''))
+        self.get_logger().info(message)
+        self._publish_status({**self.recorder.status(), 'message': message})
+        return True, message
+
+    def _on_mark(self, msg):
+        try:
+            mark = decode_episode_mark(msg.data)
+        except PayloadError as error:
+            self.get_logger().warning(f'ignoring malformed recorder/mark: {error}',
+                                      throttle_duration_sec=10.0)
+            return
+        self.mark_episode(mark.success, mark.note)
 
     # --- subscriptions --------------------------------------------------------------------------
     def _on_next_task(self, msg):

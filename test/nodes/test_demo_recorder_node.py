@@ -8,12 +8,13 @@ import time
 
 from active_finetune.data import leftover_recovery as recovery_module
 from active_finetune.data.episode_index import file_sha256, list_saved_episodes
-from active_finetune.data.mcap_episode import load_episode
+from active_finetune.data.mcap_episode import load_episode, read_episode_info
 from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
 from active_finetune.nodes.conversions import linear_to_twist_stamped, rgb_to_image
 from active_finetune.nodes.demo_recorder_node import DemoRecorderNode
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, latched_qos, \
     SENSOR_QOS
+from active_finetune.payloads import encode, EpisodeMark
 from geometry_msgs.msg import PoseStamped, TwistStamped
 import numpy as np
 import pytest
@@ -123,6 +124,39 @@ def test_start_stop_saves_and_announces_an_indexed_episode(ros, wait_for, record
     assert wait_for(lambda: last_status(status).get('state') == 'saved', 5.0)
     states = [p['state'] for p in payloads(status)]
     assert states.index('recording') < states.index('saved')
+
+
+def test_mark_with_a_note_on_recorder_mark_is_stored_and_shown_in_the_status(
+        ros, wait_for, recorder):
+    """recorder/mark (console, dashboard): the verdict and the note reach the file."""
+    status = ros.collect(String, 'recorder/status', LATCHED_QOS)
+    episodes = ros.collect(String, 'recorder/episode', latched_qos(10))
+    mark = ros.publisher(String, 'recorder/mark', COMMAND_QOS)
+    recorder()
+    RobotStreams(ros)
+    assert wait_for(lambda: mark.get_subscription_count() == 1, 5.0)
+    mark.publish(String(data=encode(EpisodeMark(success=True, note='ignored: not recording'))))
+    assert call(ros, wait_for, Trigger, 'recorder/start').success
+    assert wait_for(lambda: last_status(status).get('frames', 0) >= 10, 10.0)
+    unmarked = last_status(status)
+    assert (unmarked['marked'], unmarked['success_if_stopped'], unmarked['success_source']) == (
+        None, True, 'unmarked')  # success_on_stop auto, no sim/success, unmarked_success true
+    mark.publish(String(data='{"success": "yes"}'))  # malformed: ignored, the node lives on
+    mark.publish(String(data=encode(EpisodeMark(success=False, note='gripper hit the bin'))))
+    assert wait_for(lambda: last_status(status).get('marked') is False, 5.0)
+    marked = last_status(status)
+    assert (marked['note'], marked['success_if_stopped'], marked['success_source']) == (
+        'gripper hit the bin', False, 'operator')
+    assert 'marked failure (note: gripper hit the bin)' in marked['message']
+    assert call(ros, wait_for, Trigger, 'recorder/stop').success
+    assert wait_for(lambda: len(episodes) == 1, 10.0)
+    episode = json.loads(episodes.last.data)
+    assert episode['success'] is False
+    info = read_episode_info(episode['path'])
+    assert (info['operator_notes'], info['operator_mark'], info['success_source']) == (
+        'gripper hit the bin', 'failure', 'operator')
+    assert wait_for(lambda: last_status(status).get('state') == 'saved', 5.0)
+    assert last_status(status)['success_if_stopped'] is None
 
 
 def test_discard_deletes_and_stop_without_recording_is_refused(ros, wait_for, recorder, tmp_path):
