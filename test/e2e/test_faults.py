@@ -1,11 +1,13 @@
 """
 Fault injection on the running loop: kill -9 the recorder mid-episode and the trainer mid-round.
 
-Both are restarted; no completed episode or checkpoint may be lost or torn, the interrupted episode
-is set aside (never indexed as good), and the loop carries on to the next checkpoint.
+Both are restarted; no completed episode or checkpoint may be lost or torn, the interrupted
+episode is set aside (never indexed as good), and the loop carries on to the next checkpoint.
+"Mid-episode" and "mid-round" are read from the nodes' public status, not guessed with sleeps:
+the recorder is killed once recorder/status reports frames of the episode recorded, the trainer
+once trainer/status reports progress of round 0's training steps.
 """
 
-import json
 import os
 from pathlib import Path
 import random
@@ -15,6 +17,7 @@ import time
 from active_finetune.data.episode_index import file_sha256, list_saved_episodes
 from active_finetune.data.mcap_episode import load_episode
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
+from active_finetune.payloads import decode_dict
 from active_finetune.policy.checkpoint import load_checkpoint
 from active_finetune.runner import GraphRunner, read_log_tail
 import pytest
@@ -27,7 +30,7 @@ DEADLINE_S = 540.0
 
 
 class Watcher(Node):
-    """Keep every JSON message of the loop's topics."""
+    """Keep every payload of the loop's topics, decoded as a dict (defaults filled in)."""
 
     TOPICS = {'operator/next_task': LATCHED_QOS, 'recorder/episode': latched_qos(10),
               'recorder/status': LATCHED_QOS, 'trainer/checkpoint': LATCHED_QOS,
@@ -42,7 +45,7 @@ class Watcher(Node):
 
     def _on(self, topic, msg):
         with self.lock:
-            self.messages[topic].append(json.loads(msg.data))
+            self.messages[topic].append(decode_dict(topic, msg.data))
 
     def get(self, topic):
         with self.lock:
@@ -58,7 +61,7 @@ def loop(tmp_path):
         'task_selector.budget': 3, 'task_selector.demos_per_round': 1,
         'task_selector.dataset_dir': str(dataset), 'demo_recorder.dataset_dir': str(dataset),
         'trainer.dataset_dir': str(dataset), 'trainer.checkpoint_dir': str(tmp_path / 'ckpt'),
-        'trainer.demos_per_round': 1, 'trainer.steps': 150, 'trainer.evaluate_episodes': 0,
+        'trainer.demos_per_round': 1, 'trainer.steps': 400, 'trainer.evaluate_episodes': 0,
         'trainer.log_dir': '', 'task_selector.sim_rollouts_per_task': 0,
     }
     context = rclpy.Context()
@@ -101,9 +104,9 @@ def test_killed_recorder_and_trainer_lose_nothing_and_the_loop_goes_on(loop):
 
     # 1. kill -9 the recorder in the middle of the first demonstration.
     recording = wait_until(graph, lambda: next(
-        (s for s in watcher.get('recorder/status') if s['state'] == 'recording'), None),
-        'first recording', deadline)
-    time.sleep(0.5)
+        (s for s in watcher.get('recorder/status') if s['state'] == 'recording'
+         and s['frames'] > 0), None),
+        'first recording with frames recorded', deadline)
     assert graph.kill('demo_recorder') is not None
     assert list(dataset.glob('*.partial')), 'the interrupted episode is a .partial, not a file'
     assert list_saved_episodes(dataset) == []
@@ -121,10 +124,13 @@ def test_killed_recorder_and_trainer_lose_nothing_and_the_loop_goes_on(loop):
     assert file_sha256(first['path']) == saved[0]['sha256']
 
     # 2. kill -9 the trainer (and its training process) in the middle of round 0.
+    # Progress is reported every 100 steps: the first report after step 0 (0.25 of 400 steps)
+    # leaves three quarters of the round to go.
     wait_until(graph, lambda: any(s['state'] == 'training' and s['round'] == 0
-                                  for s in watcher.get('trainer/status')),
-               'round 0 training', deadline)
-    time.sleep(2.0)
+                                  and s['progress'] > 0 for s in watcher.get('trainer/status')),
+               'round 0 training steps under way', deadline)
+    assert not [c for c in watcher.get('trainer/checkpoint') if c['version'] > 0], \
+        'round 0 ended before the trainer could be killed in the middle of it'
     assert graph.kill('trainer') is not None
     checkpoint_dir = tmp_path / 'ckpt'
     complete = ([p for p in checkpoint_dir.glob('v*') if p.is_dir()]
