@@ -33,20 +33,21 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = ('drawer-close-v3', 'window-open-v3', 'window-close-v3', 'button-press-topdown-v3')
 
 
-def finetune(policy, demos, steps, batch_size, seed):
+def finetune(policy, demos, steps, batch_size, seed, loss='mse'):
     """
-    One fine-tuning round with the adaptive prior.
+    One fine-tuning round with the adaptive prior (the trainer node's defaults).
 
     :param policy: pretrained policy
     :param demos: episodes
     :param steps: gradient steps
     :param batch_size: rows per step
     :param seed: training seed
+    :param loss: 'mse' or 'nll' (:class:`TrainConfig`)
     :return: (policy, seconds)
     """
     t0 = time.perf_counter()
     tuned, _ = train_bc(policy, DemoDataset(demos, policy.config),
-                        TrainConfig(steps=steps, batch_size=batch_size, seed=seed))
+                        TrainConfig(steps=steps, batch_size=batch_size, seed=seed, loss=loss))
     return tuned, time.perf_counter() - t0
 
 
@@ -80,6 +81,8 @@ def main(argv=None):
     parser.add_argument('--episodes', type=int, default=10)
     parser.add_argument('--max-steps', type=int, default=150)
     parser.add_argument('--noise-std', type=float, default=0.1)
+    parser.add_argument('--loss', choices=('mse', 'nll'), default='mse',
+                        help="behaviour-cloning loss (the trainer node's default is mse)")
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--seed', type=int, default=0)
@@ -107,7 +110,7 @@ def main(argv=None):
         for k in ks:
             for steps in step_counts:
                 tuned, train_s = finetune(policy, demos[task][:k], steps, args.batch_size,
-                                          args.seed)
+                                          args.seed, args.loss)
                 rate = evaluate_policy(tuned, [task], args.episodes, sim, base_seed=10_000,
                                        workers=args.workers, progress=False)[task]
                 rows.append({'task': task, 'k': k, 'steps': steps, 'before': before[task],
@@ -117,7 +120,8 @@ def main(argv=None):
     joint = None
     if not args.skip_joint:
         all_demos = [e for t in tasks for e in demos[t]]
-        tuned, train_s = finetune(policy, all_demos, step_counts[-1], args.batch_size, args.seed)
+        tuned, train_s = finetune(policy, all_demos, step_counts[-1], args.batch_size, args.seed,
+                                  args.loss)
         after = evaluate_policy(tuned, policy.config.tasks, args.episodes, sim,
                                 base_seed=10_000, workers=args.workers, progress=False)
         others = [t for t in policy.config.tasks if t not in tasks]
@@ -132,7 +136,7 @@ def main(argv=None):
     result = {'command': ' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
               'checkpoint': args.checkpoint, 'camera': camera, 'threads': args.threads,
               'episodes': args.episodes, 'max_steps': args.max_steps,
-              'noise_std': args.noise_std, 'batch_size': args.batch_size,
+              'noise_std': args.noise_std, 'batch_size': args.batch_size, 'loss': args.loss,
               'before': before, 'rows': rows, 'joint': joint,
               'wall_s': round(time.perf_counter() - t_start, 1)}
     Path(args.out).write_text(json.dumps(result, indent=1) + '\n')
