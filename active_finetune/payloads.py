@@ -15,6 +15,7 @@ topic                       dataclass             decode function
 ``recorder/episode``        :class:`EpisodeSaved`   :func:`decode_episode_saved`
 ``recorder/mark``           :class:`EpisodeMark`    :func:`decode_episode_mark`
 ``trainer/checkpoint``      :class:`CheckpointAnnounced` :func:`decode_checkpoint`
+``trainer/checkpoint_request`` :class:`CheckpointRequest` :func:`decode_checkpoint_request`
 ``trainer/status``          :class:`TrainerStatus`  :func:`decode_trainer_status`
 ``trainer/evaluation``      :class:`Evaluation`     :func:`decode_evaluation`
 ``policy/status``           :class:`PolicyStatus`   :func:`decode_policy_status`
@@ -347,9 +348,26 @@ class CheckpointAnnounced(_Payload):
     step: int = field(default=0, metadata=_meta('training steps of the round', minimum=0))
     metrics: dict = field(default_factory=dict, metadata=_meta('training metrics'))
     config: dict | None = field(default=None, metadata=_meta("the checkpoint's config.json"))
+    size_bytes: int | None = field(default=None, metadata=_meta(
+        'size of model.safetensors (bytes)', minimum=0))
+    chunk_bytes: int | None = field(default=None, metadata=_meta(
+        'chunk size of the bytes on trainer/checkpoint_data, asked for with '
+        'trainer/checkpoint_request (null: the trainer does not serve them)', minimum=1))
     weights_b64: str | None = field(default=None, metadata=_meta(
-        'model.safetensors, base64 (optional: no shared disk needed); over 1 MiB messages it '
-        'must be a top-level string without JSON escapes'))
+        'older trainers only: model.safetensors, base64; over 1 MiB messages it must be a '
+        'top-level string without JSON escapes (read, never written)'))
+
+
+@dataclass(frozen=True)
+class CheckpointRequest(_Payload):
+    """Chunks of a checkpoint's weights a subscriber lacks (``trainer/checkpoint_request``)."""
+
+    TOPIC: typing.ClassVar[str] = 'trainer/checkpoint_request'
+    sha256: str = field(metadata=_meta('sha256 of the model.safetensors wanted',
+                                       pattern=_SHA256))
+    chunks: list[int] = field(metadata=_meta(
+        'chunk indices wanted (chunk i: bytes i*chunk_bytes up to (i+1)*chunk_bytes)'))
+    requester: str = field(default='', metadata=_meta('who asks, for logs'))
 
 
 @dataclass(frozen=True)
@@ -463,8 +481,8 @@ class SimStatus(_Payload):
 
 
 PAYLOADS = {cls.TOPIC: cls for cls in (NextTask, RecorderStatus, EpisodeSaved, EpisodeMark,
-                                       CheckpointAnnounced, TrainerStatus, Evaluation,
-                                       PolicyStatus, MuxStatus, SimStatus)}
+                                       CheckpointAnnounced, CheckpointRequest, TrainerStatus,
+                                       Evaluation, PolicyStatus, MuxStatus, SimStatus)}
 """Topic -> payload dataclass, for every JSON topic of the loop."""
 
 
@@ -576,6 +594,11 @@ def decode_checkpoint(text):
     :return: :class:`CheckpointAnnounced`
     """
     return decode(CheckpointAnnounced, text)
+
+
+def decode_checkpoint_request(text):
+    """:return: :class:`CheckpointRequest` from ``trainer/checkpoint_request`` text."""
+    return decode(CheckpointRequest, text)
 
 
 def decode_trainer_status(text):

@@ -59,6 +59,12 @@ class SelectorSettings:
     checkpoint_path: str = field(default='checkpoints/pretrained_mt10_skewed', metadata={
         'description': 'checkpoint to score with until trainer/checkpoint announces one',
         'read_only': True})
+    checkpoint_cache_dir: str = field(default='data/checkpoint_cache', metadata={
+        'description': 'where weights fetched from the trainer are kept (used when the announced '
+                       'path is not on this machine)', 'read_only': True})
+    checkpoint_fetch_timeout_s: float = field(default=300.0, metadata={
+        'description': 'longest transfer of announced weights from the trainer (s)',
+        'range': (1.0, 86400.0), 'read_only': True})
     target_tasks: tuple = field(default=('',), metadata={
         'description': "target tasks mu (uniform weight); [''] means every task of the policy"})
     seed: int = field(default=0, metadata={

@@ -23,7 +23,11 @@ New checkpoints are loaded and verified by :class:`active_finetune.policy.hot_sw
 on its own thread and swapped in between two cycles; a bad one (failed verification, a version
 lower than the running one, another task list) is refused (logged, and the newest refusal in the
 status) and the old weights keep running.  ``trainer/checkpoint`` is subscribed raw: the callback
-only hands the serialised bytes to the loader thread, which parses and decodes them.  Service
+only hands the serialised bytes to the loader thread, which parses and decodes them.  Weights
+that are not on this machine (no shared disk) are fetched from the trainer on the loader thread
+(``trainer/checkpoint_request`` / ``trainer/checkpoint_data``,
+:mod:`active_finetune.nodes.checkpoint_transfer`) into ``checkpoint_cache_dir``, verified by
+sha256 before anything loads them.  Service
 ``policy/rollback`` (std_srvs/Trigger) goes back to the previous good version.
 
 Threading: the control timer has a callback group of its own and every other callback is in a
@@ -38,6 +42,7 @@ from dataclasses import dataclass
 import threading
 import time
 
+from active_finetune.nodes.checkpoint_transfer import CheckpointFetcher
 from active_finetune.nodes.conversions import cdr_image_size, cdr_string_data, \
     check_image_dimensions, ConversionError, header_stamp_s, image_to_rgb, joint_positions, \
     linear_to_twist_stamped, pose_position
@@ -46,8 +51,8 @@ from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSO
     sensor_subscription_options
 from active_finetune.nodes.spin import run_node
 from active_finetune.payloads import encode, PolicyStatus
-from active_finetune.policy.hot_swap import CheckpointRefusedError, load_initial, \
-    PolicyHotSwap, PolicyNodeConfig, RollbackError
+from active_finetune.policy.hot_swap import CheckpointRefusedError, fetching_loader, \
+    load_initial, PolicyHotSwap, PolicyNodeConfig, RollbackError
 from active_finetune.policy.inputs import proprio_from_robot
 from active_finetune.policy.runner import select_device
 from active_finetune.safety import Check, check_fresh, check_proprio, CLAMPED, CommandGate, \
@@ -131,7 +136,13 @@ class PolicyNode(Node):
         except CheckpointRefusedError as error:
             self._load_error = f'start-up checkpoint refused: {error}'
             self.get_logger().error(f'{self._load_error}; waiting for trainer/checkpoint')
-        self._hot_swap = PolicyHotSwap(self.device, initial)
+        # Announced weights not on this machine are fetched from the trainer on the loader
+        # thread (the chunk callbacks only queue bytes), verified, then loaded.
+        self._fetcher = CheckpointFetcher(self, self.config.checkpoint_cache_dir,
+                                          callback_group=MutuallyExclusiveCallbackGroup())
+        self._hot_swap = PolicyHotSwap(self.device, initial, loader=fetching_loader(
+            self.config.checkpoint_cache_dir, self._fetcher.fetch,
+            self.config.checkpoint_fetch_timeout_s))
 
         # Held by a control cycle, a task change, an estop and a rollback (see the module doc).
         self._control_lock = threading.Lock()

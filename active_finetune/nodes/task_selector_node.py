@@ -8,6 +8,10 @@ trainer follows).  Re-scores after every new checkpoint and every saved or
 discarded episode; ``operator/skip`` (std_srvs/Trigger) skips the current suggestion.
 Scoring runs on a worker thread; callbacks only queue work.
 
+Checkpoints: announced weights are used from ``checkpoint_cache_dir`` (fetched earlier), else from
+the announced path when they hash to the announced sha256, else fetched from the trainer on the
+scoring thread (:mod:`active_finetune.nodes.checkpoint_transfer`), verified by sha256.
+
 Episodes: the dataset directory is listed once at start-up (read-only: the recorder alone writes
 the index) and again on ``~/rescan_episodes`` (std_srvs/Trigger); new episodes come from
 ``recorder/episode``.  Decoded episodes are kept by sha256 in memory (``episode_cache_mb``).
@@ -21,12 +25,15 @@ from active_finetune.amf.selector_session import SelectorSession, SelectorSettin
 from active_finetune.data.episode_catalog import EpisodeCatalog, EpisodeMemoryCache
 from active_finetune.data.episode_index import file_state
 from active_finetune.data.mcap_episode import EpisodeFileError
+from active_finetune.nodes.checkpoint_transfer import CheckpointFetcher
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import LATCHED_QOS, latched_qos
 from active_finetune.nodes.spin import run_node
 from active_finetune.payloads import decode_checkpoint, decode_episode_saved, \
     decode_recorder_status, encode, PayloadError
 from active_finetune.policy.checkpoint import CheckpointError, load_checkpoint, policy_from_bytes
+from active_finetune.policy.transfer import local_checkpoint, TransferError
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -63,6 +70,8 @@ class TaskSelectorNode(Node):
         self._rollout_version = None
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='selector')
+        self._fetcher = CheckpointFetcher(self, self.settings.checkpoint_cache_dir,
+                                          callback_group=MutuallyExclusiveCallbackGroup())
         self._dirty = threading.Event()
         self._busy = False
         self._logged_request = None
@@ -89,16 +98,25 @@ class TaskSelectorNode(Node):
 
     def _load_checkpoint(self, info):
         try:
-            if info.weights_b64 and info.config:
+            if info.weights_b64 and info.config:  # an older trainer
                 policy = policy_from_bytes(base64.b64decode(info.weights_b64), info.config,
                                            expected_sha256=info.sha256,
                                            source='trainer/checkpoint')
             else:
-                policy, _ = load_checkpoint(info.path, expected_sha256=info.sha256)
+                def fetch():
+                    return self._fetcher.fetch(
+                        info.sha256, info.size_bytes, info.chunk_bytes, info.config,
+                        self.settings.checkpoint_fetch_timeout_s)
+                path, where = local_checkpoint(
+                    info.path, info.sha256, self.settings.checkpoint_cache_dir,
+                    fetch if info.chunk_bytes is not None else None)
+                policy, _ = load_checkpoint(path, expected_sha256=info.sha256)
+                self.get_logger().info(f'checkpoint version {info.version}: weights from '
+                                       f'{path} ({where})')
             if tuple(policy.config.tasks) != tuple(self._session.tasks):
                 raise CheckpointError(f'task list {list(policy.config.tasks)} differs from '
                                       f'{list(self._session.tasks)}')
-        except (CheckpointError, ValueError, KeyError, OSError) as exc:
+        except (CheckpointError, TransferError, ValueError, KeyError, OSError) as exc:
             self.get_logger().error(f'refusing checkpoint version {info.version}: {exc}; '
                                     f'keeping version {self._version}')
             return

@@ -5,9 +5,11 @@ A ROS shell around :class:`active_finetune.training.trainer_session.TrainerSessi
 the version, round and trained-on bookkeeping and decides when a round starts.  Training runs in a
 spawned process (:mod:`active_finetune.training.round_job`), so no ROS callback waits for it.
 Checkpoints are written atomically as ``<checkpoint_dir>/vNNNN`` and announced on
-``trainer/checkpoint`` (reliable, transient local) with path, sha256, version and, when
-``send_weights`` is set, the weights themselves so a robot PC without the shared disk can load
-them.  On start-up it resumes from the newest complete version (a killed trainer leaves no torn
+``trainer/checkpoint`` (reliable, transient local) by reference: path, sha256, size, version.
+With ``send_weights`` the node serves the weights' bytes to subscribers that lack the file
+(:class:`active_finetune.nodes.checkpoint_transfer.CheckpointServer`: chunks on
+``trainer/checkpoint_data`` on request), so a robot PC without the shared disk can load them.
+On start-up it resumes from the newest complete version (a killed trainer leaves no torn
 checkpoint: interrupted writes are temporary directories, removed here).
 
 Episodes: the dataset directory is listed once at start-up (read-only: the recorder alone writes
@@ -22,13 +24,15 @@ Every payload goes through :mod:`active_finetune.payloads`.
 """
 
 import multiprocessing
+from pathlib import Path
 import queue as queue_module
 
+from active_finetune.nodes.checkpoint_transfer import CheckpointServer
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 from active_finetune.nodes.spin import run_node
 from active_finetune.payloads import decode_episode_saved, decode_next_task, encode, PayloadError
-from active_finetune.policy.checkpoint import CheckpointError
+from active_finetune.policy.checkpoint import CheckpointError, WEIGHTS_FILE
 from active_finetune.training.round_job import run_round
 from active_finetune.training.trainer_session import TrainerSession
 from active_finetune.training.trainer_settings import TrainerSettings
@@ -52,6 +56,7 @@ class TrainerNode(Node):
         self._evaluation_pub = self.create_publisher(String, 'trainer/evaluation', LATCHED_QOS)
         self.create_subscription(String, 'recorder/episode', self._on_episode, latched_qos(10))
         self.create_subscription(String, 'operator/next_task', self._on_next_task, LATCHED_QOS)
+        self._server = CheckpointServer(self) if self.settings.send_weights else None
         self._ctx = multiprocessing.get_context('spawn')
         self._process = None
         self._queue = None
@@ -90,6 +95,11 @@ class TrainerNode(Node):
     def _publish_checkpoint(self, announcement, error):
         if error:
             self.get_logger().error(error)
+        if self._server is not None and announcement.chunk_bytes is not None:
+            try:
+                self._server.offer(Path(announcement.path) / WEIGHTS_FILE, announcement.sha256)
+            except OSError as exc:
+                self.get_logger().error(f'cannot serve checkpoint {announcement.path}: {exc}')
         self._checkpoint_pub.publish(String(data=encode(announcement)))
         self.get_logger().info(f'announced checkpoint version {announcement.version} '
                                f'sha256 {announcement.sha256[:12]} ({announcement.path})')
@@ -193,6 +203,8 @@ class TrainerNode(Node):
             self.get_logger().warning('stopping the running training round')
             self._process.terminate()
             self._process.join(timeout=10.0)
+        if self._server is not None:
+            self._server.close()
         super().destroy_node()
 
 

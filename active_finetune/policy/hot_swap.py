@@ -16,7 +16,14 @@ announcement is refused when its version is lower than the running one (going ba
 or order (a task's id would select another task's embedding).  The versions replaced by a swap
 are kept (a few) so :meth:`PolicyHotSwap.rollback` can go back to the previous good one.
 
-Large announcements (weights carried as base64) are parsed without holding the GIL for long,
+Weights by reference: an announcement names the checkpoint by path, sha256 and size.  The loader
+(:func:`fetching_loader`) uses a copy fetched earlier, else the announced directory when its
+weights hash to the announced sha256 (shared disk, same machine), else fetches the bytes from the
+trainer (:mod:`active_finetune.policy.transfer`: chunked, each chunk and the whole file verified by
+sha256, written atomically) on the loader thread; the running weights act meanwhile.
+
+Large announcements of older trainers (weights carried as base64) are parsed without holding the
+GIL for long,
 so the control thread keeps its rate while the loader works: the ``weights_b64`` value is located
 and decoded in pieces of :data:`B64_CHUNK_CHARS`, and only the rest of the message (at most
 :data:`MAX_ANNOUNCEMENT_JSON_CHARS`) goes through the payload decoder
@@ -28,6 +35,7 @@ description and tests can read it without rclpy).
 
 import binascii
 from collections import deque
+import dataclasses
 from dataclasses import dataclass, field
 import functools
 import logging
@@ -84,6 +92,8 @@ class CheckpointAnnouncement:
     :param path: checkpoint directory ('' when the weights travel in the message)
     :param config: the checkpoint's ``config.json`` dict, or None
     :param weights: the safetensors bytes carried in the message, or None
+    :param size: announced size of the weights (bytes), or None
+    :param chunk_bytes: chunk size the trainer serves them in, or None (not served)
     """
 
     version: int
@@ -91,6 +101,8 @@ class CheckpointAnnouncement:
     path: str = ''
     config: dict | None = None
     weights: bytes | None = None
+    size: int | None = None
+    chunk_bytes: int | None = None
 
     @classmethod
     def from_json(cls, text):
@@ -140,12 +152,13 @@ class CheckpointAnnouncement:
                 raise CheckpointAnnouncementError(
                     f"trainer/checkpoint version {version}: field 'weights_b64' is not base64 "
                     f'({error})', CheckpointAnnounced.TOPIC, 'weights_b64') from None
-        elif not payload.path:
+        elif not payload.path and payload.chunk_bytes is None:
             raise CheckpointAnnouncementError(
-                f'trainer/checkpoint version {version} has neither weights_b64 nor a path',
+                f'trainer/checkpoint version {version} has neither a path nor served weights',
                 CheckpointAnnounced.TOPIC, 'path', payload.path)
         return cls(version=version, sha256=payload.sha256, path=payload.path,
-                   config=payload.config, weights=weights)
+                   config=payload.config, weights=weights, size=payload.size_bytes,
+                   chunk_bytes=payload.chunk_bytes)
 
     @property
     def source(self):
@@ -359,6 +372,37 @@ def load_verified(announcement, device):
     smoke_test(runner)
     return LoadedPolicy(runner=runner, version=announcement.version, sha256=announcement.sha256,
                         source=announcement.source)
+
+
+def fetching_loader(cache_dir, fetch, timeout_s, load=load_verified):
+    """
+    Make a loader for :class:`PolicyHotSwap` that finds or fetches the announced weights first.
+
+    :param cache_dir: where fetched checkpoints are kept
+    :param fetch: callable(sha256, size, chunk_bytes, config, timeout_s) -> checkpoint directory
+        (:meth:`active_finetune.nodes.checkpoint_transfer.CheckpointFetcher.fetch`)
+    :param timeout_s: longest transfer
+    :param load: callable(announcement, device) -> LoadedPolicy, given the local directory
+    :return: callable(announcement, device) -> :class:`LoadedPolicy`
+    """
+    from active_finetune.policy.transfer import local_checkpoint, TransferError
+
+    def loader(announcement, device):
+        if announcement.weights is not None:
+            return load(announcement, device)
+        served = announcement.chunk_bytes is not None
+
+        def fetch_it():
+            return fetch(announcement.sha256, announcement.size, announcement.chunk_bytes,
+                         announcement.config, timeout_s)
+        try:
+            path, where = local_checkpoint(announcement.path, announcement.sha256, cache_dir,
+                                           fetch_it if served else None)
+        except (TransferError, OSError) as error:
+            raise CheckpointRefusedError(f'cannot get the weights: {error}') from None
+        _LOG.info('checkpoint version %d: weights %s (%s)', announcement.version, path, where)
+        return load(dataclasses.replace(announcement, path=str(path)), device)
+    return loader
 
 
 def load_initial(path, device, version=None):
@@ -584,6 +628,8 @@ class PolicyNodeConfig:
     :param workspace_min_m: lower corner x, y, z of the robot's workspace box (m)
     :param workspace_max_m: upper corner x, y, z of the workspace box (m); an end-effector
         position outside the box blocks the output
+    :param checkpoint_cache_dir: where weights fetched from the trainer are kept
+    :param checkpoint_fetch_timeout_s: longest transfer of announced weights
     :param max_image_pixels: a camera image with more pixels (width x height), or more data
         than 4 bytes per such pixel, is refused before it is converted and blocks the output
     """
@@ -629,6 +675,13 @@ class PolicyNodeConfig:
                        'end-effector position outside the box gives zero output (m)'})
     workspace_max_m: tuple = field(default=DEFAULT_WORKSPACE_MAX_M, metadata={
         'description': 'upper corner x, y, z of the workspace box in the robot base frame (m)'})
+    checkpoint_cache_dir: str = field(default='data/checkpoint_cache', metadata={
+        'description': 'where weights fetched from the trainer are kept, one <sha256>/ '
+                       'checkpoint directory each (used when the announced path is not here)',
+        'read_only': True})
+    checkpoint_fetch_timeout_s: float = field(default=300.0, metadata={
+        'description': 'longest transfer of announced weights from the trainer; then the '
+                       'announcement is refused (s)', 'range': (1.0, 86400.0), 'read_only': True})
     max_image_pixels: int = field(default=4_194_304, metadata={
         'description': 'a camera image with more pixels (width x height; or with more data '
                        'than 4 bytes per such pixel) is refused before conversion and gives zero '

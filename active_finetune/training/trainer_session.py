@@ -20,7 +20,6 @@ task, implausible proprioception) is no longer counted, in ``demos_used`` nor to
 round, until its file changes (same size and modification time = same verdict).
 """
 
-import base64
 from dataclasses import dataclass, field
 import json
 from pathlib import Path
@@ -29,6 +28,7 @@ from active_finetune.data.episode_catalog import EpisodeCatalog
 from active_finetune.data.episode_index import file_state
 from active_finetune.payloads import CheckpointAnnounced, Evaluation, TrainerStatus
 from active_finetune.policy.checkpoint import CONFIG_FILE, read_checkpoint_config, WEIGHTS_FILE
+from active_finetune.policy.transfer import DEFAULT_CHUNK_BYTES
 from active_finetune.training.round_job import newest_version, RoundJob
 
 
@@ -192,7 +192,11 @@ class TrainerSession:
     def announcement(self, path, sha256, version, round_index, demos_used, step=0,
                      metrics=None):
         """
-        Build a ``trainer/checkpoint`` payload with the checkpoint's config (and weights).
+        Build a ``trainer/checkpoint`` payload: the checkpoint by reference (path, sha256, size).
+
+        With ``send_weights`` it also names the chunk size the trainer serves the weights in on
+        ``trainer/checkpoint_data`` (:mod:`active_finetune.policy.transfer`), so a subscriber
+        without the file can ask for them; the weights never travel in the announcement.
 
         :param path: checkpoint directory
         :param sha256: weights hash
@@ -206,9 +210,9 @@ class TrainerSession:
         extra, error = {}, ''
         try:
             extra['config'] = json.loads((Path(path) / CONFIG_FILE).read_text())
+            extra['size_bytes'] = (Path(path) / WEIGHTS_FILE).stat().st_size
             if self.settings.send_weights:
-                extra['weights_b64'] = base64.b64encode(
-                    (Path(path) / WEIGHTS_FILE).read_bytes()).decode()
+                extra['chunk_bytes'] = DEFAULT_CHUNK_BYTES
         except (OSError, ValueError) as exc:
             extra, error = {}, f'cannot read checkpoint {path} to announce it: {exc}'
         return CheckpointAnnounced(

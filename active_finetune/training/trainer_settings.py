@@ -65,7 +65,8 @@ class TrainerSettings:
                        "instead of being rolled out again ('' = evaluate every task)",
         'read_only': True})
     send_weights: bool = field(default=True, metadata={
-        'description': 'carry the weights (base64) in trainer/checkpoint so no shared disk is '
+        'description': 'serve the weights on trainer/checkpoint_data to subscribers that lack '
+                       'the announced file (trainer/checkpoint_request), so no shared disk is '
                        'needed'})
     log_dir: str = field(default='auto', metadata={
         'description': "TensorBoard log directory; 'auto': <checkpoint_dir>/tensorboard, "

@@ -28,7 +28,10 @@ EXAMPLES = {
     'recorder/mark': payloads.EpisodeMark(success=False, note='gripper slipped'),
     'trainer/checkpoint': payloads.CheckpointAnnounced(
         version=2, sha256=SHA, path='/ck/v0002', round=1, demos_used=4, step=300,
-        metrics={'loss': -2.5}, config={'tasks': ['push-v3']}, weights_b64='AAAA'),
+        metrics={'loss': -2.5}, config={'tasks': ['push-v3']}, size_bytes=4096,
+        chunk_bytes=1024, weights_b64='AAAA'),
+    'trainer/checkpoint_request': payloads.CheckpointRequest(
+        sha256=SHA, chunks=[0, 3], requester='policy'),
     'trainer/status': payloads.TrainerStatus(
         state='training', round=1, progress=0.5, demos_available=4, demos_usable=3,
         demos_unreadable=0, version=1, demos_needed=4, demos_per_round=2, message='step 150'),
@@ -131,6 +134,7 @@ def _bad_cases():
         ('trainer/evaluation', 'success', {'reach-v3': True}, 'success.reach-v3'),
         ('policy/status', 'refused', {'number': 'x'}, 'refused.number'),
         ('policy/status', 'rollback_versions', [1, 'two'], 'rollback_versions[1]'),
+        ('trainer/checkpoint_request', 'chunks', [0, 'one'], 'chunks[1]'),
         ('sim/status', 'last_episode', {'episode': 2}, 'last_episode.task'),
         ('sim/status', 'last_episode', {'task': 'x', 'success': 'yes'}, 'last_episode.success'),
     ]

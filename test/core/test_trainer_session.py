@@ -1,12 +1,12 @@
 """TrainerSession (ROS-free): resume, round size, when a round starts, queue items, payloads."""
 
-import base64
 import json
 import os
 
 from active_finetune import payloads
 from active_finetune.policy.checkpoint import CheckpointError, save_checkpoint, WEIGHTS_FILE
 from active_finetune.policy.model import PolicyConfig, TaskPolicy
+from active_finetune.policy.transfer import DEFAULT_CHUNK_BYTES
 from active_finetune.training.trainer_session import TrainerSession
 from active_finetune.training.trainer_settings import TrainerSettings
 import pytest
@@ -61,13 +61,16 @@ def test_starts_from_the_initial_checkpoint_and_announces_it(dirs):
     announcement, error = session.initial_announcement()
     assert error == ''
     assert (announcement.version, announcement.round, announcement.sha256) == (0, -1, dirs['sha'])
-    assert base64.b64decode(announcement.weights_b64) == \
-        (dirs['initial'] / WEIGHTS_FILE).read_bytes()
+    # By reference: path, sha256 and size; the bytes are served on request, never carried.
+    assert announcement.weights_b64 is None
+    assert announcement.size_bytes == (dirs['initial'] / WEIGHTS_FILE).stat().st_size
+    assert announcement.chunk_bytes == DEFAULT_CHUNK_BYTES
     assert announcement.config['weights_sha256'] == dirs['sha']
     decoded = payloads.decode_checkpoint(payloads.encode(announcement))
     assert decoded == announcement
     no_weights, _ = make_session(dirs, send_weights=False).initial_announcement()
-    assert no_weights.weights_b64 is None and no_weights.config is not None
+    assert no_weights.chunk_bytes is None and no_weights.config is not None
+    assert no_weights.size_bytes == announcement.size_bytes
 
 
 def test_resumes_from_the_newest_version_with_its_bookkeeping(dirs):

@@ -5,12 +5,12 @@ A round after B demos, an unreadable episode skipped, the announcement; new epis
 recorder/episode, the directory listed again only on request.
 """
 
-import base64
 import json
 import time
 
 from active_finetune.data.episode_index import append_index_entry, list_saved_episodes
 from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
+from active_finetune.nodes.checkpoint_transfer import CheckpointFetcher
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 from active_finetune.nodes.trainer_node import TrainerNode
 from active_finetune.payloads import encode, EpisodeSaved
@@ -87,7 +87,14 @@ def test_round_skips_the_unreadable_episode_and_announces_a_verified_checkpoint(
     policy, config = load_checkpoint(announced['path'], expected_sha256=announced['sha256'])
     assert policy.config.tasks == TASKS and config['weights_sha256'] == announced['sha256']
     weights = (checkpoint_dir / 'v0001' / WEIGHTS_FILE).read_bytes()
-    assert base64.b64decode(announced['weights_b64']) == weights, 'weights travel in the message'
+    assert 'weights_b64' not in announced or announced['weights_b64'] is None
+    assert announced['size_bytes'] == len(weights)
+    # A machine without the trainer's disk asks for the bytes and gets them, verified.
+    fetcher = CheckpointFetcher(ros.node, str(checkpoint_dir.parent / 'robot_cache'))
+    fetched = fetcher.fetch(announced['sha256'], announced['size_bytes'],
+                            announced['chunk_bytes'], announced['config'], timeout_s=30.0)
+    assert (fetched / WEIGHTS_FILE).read_bytes() == weights
+    assert load_checkpoint(fetched, expected_sha256=announced['sha256'])[0].config.tasks == TASKS
     assert announced['demos_used'] == 2, 'the truncated episode is not counted'
     messages = [json.loads(m.data)['message'] for m in statuses.messages]
     assert any('episode_000099' in m and 'skip' in m for m in messages), messages
