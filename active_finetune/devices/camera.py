@@ -632,6 +632,8 @@ class CameraConfig:
     :param fy: focal length y (px)
     :param cx: principal point x (px)
     :param cy: principal point y (px)
+    :param policy_image_size: side of the square policy-resolution image published besides the
+        full one (the policy's input size, px); 0 = no such stream
     """
 
     backend: str = field(default='realsense', metadata={
@@ -672,6 +674,10 @@ class CameraConfig:
     cy: float = field(default=0.0, metadata={
         'description': 'opencv backend: principal point y (px)', 'range': (0.0, None),
         'read_only': True})
+    policy_image_size: int = field(default=96, metadata={
+        'description': 'side of the square image on camera/image_policy: each frame area-resized '
+                       "at the source to the policy's input size, same stamp as the full frame "
+                       '(px); 0 = no policy stream', 'range': (0, 8192), 'read_only': True})
 
     def __post_init__(self):
         if self.backend not in CAMERA_BACKENDS:
@@ -681,6 +687,9 @@ class CameraConfig:
         for name in ('width', 'height'):
             if getattr(self, name) <= 0:
                 raise ValueError(f'{name} must be positive, got {getattr(self, name)!r}')
+        if self.policy_image_size < 0:
+            raise ValueError(f'policy_image_size must be >= 0 (0 = off), got '
+                             f'{self.policy_image_size!r}')
         for name in ('fps', 'reconnect_period_s', 'read_timeout_s', 'status_period_s'):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

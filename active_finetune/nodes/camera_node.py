@@ -1,5 +1,11 @@
 """
-Camera node: publishes camera/image_raw, camera/camera_info and camera/status.
+Camera node: publishes camera/image_raw, camera/image_policy, camera/camera_info and camera/status.
+
+``camera/image_raw`` is the full frame (what the recorder keeps); ``camera/image_policy`` is the
+same frame area-resized at the source to ``policy_image_size`` square (the policy's input size,
+:func:`active_finetune.policy.inputs.resize_image`, the resize the policy would apply itself),
+with the same stamp, published first: the policy node subscribes to it and never moves a
+full-resolution frame through DDS.  ``policy_image_size`` 0 turns it off.
 
 Capture runs in its own thread (blocking reads never block the executor).  When
 the camera is lost the node logs it, publishes an ERROR status at once, and
@@ -15,6 +21,7 @@ from active_finetune.nodes.conversions import camera_info_from_intrinsics, rgb_t
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import IMAGE_QOS, STATUS_QOS
 from active_finetune.nodes.spin import run_node
+from active_finetune.policy.inputs import POLICY_IMAGE_TOPIC, resize_image
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
@@ -37,6 +44,9 @@ class CameraNode(Node):
         self.config = declare_config(self, CameraConfig, on_change=self._on_config)
         self._camera = device_factory(self.config)
         self._image_pub = self.create_publisher(Image, 'camera/image_raw', IMAGE_QOS)
+        self._policy_image_pub = None
+        if self.config.policy_image_size > 0:
+            self._policy_image_pub = self.create_publisher(Image, POLICY_IMAGE_TOPIC, IMAGE_QOS)
         self._info_pub = self.create_publisher(CameraInfo, 'camera/camera_info', IMAGE_QOS)
         self._status_pub = self.create_publisher(DiagnosticStatus, 'camera/status', STATUS_QOS)
         self._monitor = FrameRateMonitor(self.config.fps)
@@ -107,6 +117,11 @@ class CameraNode(Node):
         self._stop.wait(self.config.reconnect_period_s)
 
     def _publish_frame(self, frame):
+        if self._policy_image_pub is not None:
+            # First: the policy acts on it, and its latency counts from the capture stamp.
+            self._policy_image_pub.publish(rgb_to_image(
+                resize_image(frame.rgb, self.config.policy_image_size), frame.capture_time_s,
+                self.config.frame_id))
         image = rgb_to_image(frame.rgb, frame.capture_time_s, self.config.frame_id)
         info = camera_info_from_intrinsics(self._intrinsics, frame.capture_time_s,
                                            self.config.frame_id)
@@ -120,7 +135,7 @@ class CameraNode(Node):
         Build the current status.
 
         :return: diagnostic_msgs/DiagnosticStatus with rate_hz, dropped_frames,
-            frames_published, connected, backend and last_error
+            frames_published, connected, backend, last_error and policy_image_size
         """
         with self._lock:
             rate_hz = self._monitor.rate_hz(time.monotonic())
@@ -137,7 +152,8 @@ class CameraNode(Node):
             level, message = DiagnosticStatus.OK, f'streaming at {rate_hz:.1f} Hz'
         values = {'rate_hz': f'{rate_hz:.2f}', 'dropped_frames': str(dropped),
                   'frames_published': str(frames), 'connected': str(connected).lower(),
-                  'backend': self.config.backend, 'last_error': last_error}
+                  'backend': self.config.backend, 'last_error': last_error,
+                  'policy_image_size': str(self.config.policy_image_size)}
         return DiagnosticStatus(
             level=level, name=self.get_fully_qualified_name(), message=message,
             hardware_id=self._camera.description,

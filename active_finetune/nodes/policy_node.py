@@ -1,7 +1,10 @@
 """
 Policy node: runs the camera-based multi-task policy and hot-swaps its weights without a restart.
 
-Subscribes ``camera/image_raw`` (image QoS), ``joint_states`` and ``ee_pose`` (sensor QoS),
+Subscribes ``image_topic`` (default ``camera/image_policy``: the camera node's and sim bridge's
+frames resized at the source to the policy's input size; image QoS) and, only while that has no
+publisher, ``fallback_image_topic`` (default ``camera/image_raw``, full resolution: a lab's own
+driver, Gazebo), ``joint_states`` and ``ee_pose`` (sensor QoS),
 ``policy/task`` (std_msgs/String, latched or volatile), ``trainer/checkpoint`` (JSON, latched) and
 ``estop``.  Every control cycle (``cycle_trigger``: each ``1 / control_rate_hz`` on the newest
 inputs, or once per new image) it publishes ``policy/twist`` (m/s, header stamp = the source stamp
@@ -52,8 +55,9 @@ from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSO
 from active_finetune.nodes.spin import run_node
 from active_finetune.payloads import encode, PolicyStatus
 from active_finetune.policy.hot_swap import CheckpointRefusedError, fetching_loader, \
-    load_initial, PolicyHotSwap, PolicyNodeConfig, RollbackError
+    load_initial, PolicyHotSwap, RollbackError
 from active_finetune.policy.inputs import proprio_from_robot
+from active_finetune.policy.node_settings import PolicyNodeSettings
 from active_finetune.policy.runner import select_device
 from active_finetune.safety import Check, check_fresh, check_proprio, CLAMPED, CommandGate, \
     ESTOP, FUTURE, MISSING, NON_FINITE, OK, STALE
@@ -77,6 +81,8 @@ CYCLE_HISTORY = 10000
 """Control cycles whose timings are kept (:attr:`PolicyNode.recent_cycles`)."""
 FINAL_ZERO_ACK_TIMEOUT_S = 0.5
 """Longest wait at shutdown for subscribers to acknowledge the final zero twist."""
+IMAGE_SOURCE_CHECK_PERIOD_S = 0.5
+"""How often the node checks whether ``image_topic`` has a publisher (fallback on or off)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ class PolicyNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('policy', **kwargs)
-        self.config = declare_config(self, PolicyNodeConfig, on_change=self._on_config)
+        self.config = declare_config(self, PolicyNodeSettings, on_change=self._on_config)
         self.device = select_device(self.config.device)
         if self.device.type == 'cpu':
             torch.set_num_threads(self.config.torch_threads)
@@ -146,16 +152,17 @@ class PolicyNode(Node):
 
         # Held by a control cycle, a task change, an estop and a rollback (see the module doc).
         self._control_lock = threading.Lock()
-        events = MutuallyExclusiveCallbackGroup()
+        events = self._events = MutuallyExclusiveCallbackGroup()
         self._twist_pub = self.create_publisher(TwistStamped, 'policy/twist', COMMAND_QOS)
         self._gripper_pub = self.create_publisher(Float64, 'policy/gripper', COMMAND_QOS)
         self._status_pub = self.create_publisher(String, 'policy/status', LATCHED_QOS)
-        # Raw: an oversize image is refused from its serialised header, never deserialised
-        # (85 ms for 4000x4000 rgb8, on the thread that runs the control cycles).
-        # QoS overridable (qos_overrides.<topic>.subscription.*) to match a lab's drivers.
-        self.create_subscription(Image, 'camera/image_raw', self._on_image, raw=True,
-                                 callback_group=events, **sensor_subscription_options(
-                                     self, 'camera/image_raw', IMAGE_QOS))
+        self._image_sub = self._subscribe_image(self.config.image_topic)
+        self._fallback_sub = None
+        if self.config.fallback_image_topic:
+            # Until discovery shows a publisher of image_topic (checked every half second).
+            self._fallback_sub = self._subscribe_image(self.config.fallback_image_topic)
+            self.create_timer(IMAGE_SOURCE_CHECK_PERIOD_S, self._check_image_source,
+                              callback_group=events)
         self.create_subscription(JointState, 'joint_states', self._on_joint_state,
                                  callback_group=events, **sensor_subscription_options(
                                      self, 'joint_states', SENSOR_QOS))
@@ -185,6 +192,33 @@ class PolicyNode(Node):
 
     def _on_config(self, config):
         self.config = config
+
+    def _subscribe_image(self, topic):
+        # Raw: an oversize image is refused from its serialised header, never deserialised
+        # (85 ms for 4000x4000 rgb8, on the thread that runs the control cycles).
+        # QoS overridable (qos_overrides.<topic>.subscription.*) to match a lab's drivers.
+        return self.create_subscription(Image, topic, self._on_image, raw=True,
+                                        callback_group=self._events,
+                                        **sensor_subscription_options(self, topic, IMAGE_QOS))
+
+    def _check_image_source(self):
+        """Subscribe the fallback image topic only while image_topic has no publisher."""
+        if self._image_sub.get_publisher_count() > 0:
+            if self._fallback_sub is not None:
+                self.destroy_subscription(self._fallback_sub)
+                self._fallback_sub = None
+                self.get_logger().info(f'acting on {self._image_sub.topic_name}')
+        elif self._fallback_sub is None:
+            self._fallback_sub = self._subscribe_image(self.config.fallback_image_topic)
+            self.get_logger().warning(
+                f'no publisher on {self._image_sub.topic_name}: acting on '
+                f'{self._fallback_sub.topic_name} (resized here) until one appears')
+
+    @property
+    def image_topics(self):
+        """:return: resolved names of the image topics subscribed now (fallback last)."""
+        subscriptions = [self._image_sub, self._fallback_sub]
+        return [s.topic_name for s in subscriptions if s is not None]
 
     def _on_image(self, raw):
         arrival_s = self._now_s()

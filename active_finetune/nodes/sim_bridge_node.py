@@ -2,6 +2,8 @@
 Simulation bridge node: Meta-World as a robot, over the same topics as the lab arm.
 
 Publishes ``camera/image_raw`` and ``camera/camera_info`` (image QoS, same stamp),
+``camera/image_policy`` (the frame area-resized to ``policy_image_size``, the policy's input size,
+same stamp, published first; 0 turns it off),
 ``joint_states`` (Sawyer arm joints, finger joints, and ``gripper_joint_name`` = finger distance),
 ``ee_pose`` (PoseStamped, position only, in ``frame_id``), ``sim/success`` (Bool, every step) and
 ``sim/status`` (JSON, latched: state, task, episode, seed, request_id, step, last_episode).
@@ -28,6 +30,7 @@ from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSO
 from active_finetune.nodes.spin import run_node
 from active_finetune.payloads import decode_next_task, decode_recorder_status, encode, \
     PayloadError, SimStatus
+from active_finetune.policy.inputs import POLICY_IMAGE_TOPIC, resize_image
 from active_finetune.sim.bridge import SimBridge, SimBridgeConfig
 from active_finetune.sim.metaworld_env import UnknownTaskError
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -55,6 +58,9 @@ class SimBridgeNode(Node):
         super().__init__('sim_bridge', **kwargs)
         self.config = declare_config(self, SimBridgeConfig)
         self._image_pub = self.create_publisher(Image, 'camera/image_raw', IMAGE_QOS)
+        self._policy_image_pub = None
+        if self.config.policy_image_size > 0:
+            self._policy_image_pub = self.create_publisher(Image, POLICY_IMAGE_TOPIC, IMAGE_QOS)
         self._info_pub = self.create_publisher(CameraInfo, 'camera/camera_info', IMAGE_QOS)
         self._joint_pub = self.create_publisher(JointState, 'joint_states', SENSOR_QOS)
         self._pose_pub = self.create_publisher(PoseStamped, 'ee_pose', SENSOR_QOS)
@@ -140,6 +146,10 @@ class SimBridgeNode(Node):
         :param frame: :class:`active_finetune.sim.bridge.SimFrame`
         """
         stamp = s_to_stamp(frame.stamp_s)
+        if self._policy_image_pub is not None:
+            self._policy_image_pub.publish(rgb_to_image(
+                resize_image(frame.image, self.config.policy_image_size), frame.stamp_s,
+                self.config.camera_frame_id))
         self._image_pub.publish(rgb_to_image(frame.image, frame.stamp_s,
                                              self.config.camera_frame_id))
         self._info_pub.publish(camera_info_from_intrinsics(

@@ -3,13 +3,37 @@ The policy's robot inputs, built the same way everywhere (ROS-free).
 
 The policy node (live inputs) and the episode loader (recorded inputs) both call
 :func:`proprio_from_robot`, so a demonstration recorded through ROS gives the network exactly the
-proprioception it sees at inference.
+proprioception it sees at inference.  :func:`resize_image` is the policy's image resize: the
+runner applies it to every image, and the camera node and the sim bridge publish their
+policy-resolution stream (``camera/image_policy``) through it, so a frame resized at the source
+is the very array the runner would have made from the full frame.
 """
 
 import math
 
 from active_finetune.data.episode import PROPRIO_DIM
+import cv2
 import numpy as np
+
+POLICY_IMAGE_TOPIC = 'camera/image_policy'
+"""Policy-resolution stream of the camera node and the sim bridge (resized at the source)."""
+FULL_IMAGE_TOPIC = 'camera/image_raw'
+"""Full-resolution stream: what the recorder keeps (a lab driver's topic is remapped onto it)."""
+
+
+def resize_image(image, size):
+    """
+    Resize an RGB image to ``size`` x ``size`` with area interpolation.
+
+    A no-op if the image already has that size.
+
+    :param image: (H, W, 3) uint8
+    :param size: side in pixels
+    :return: (size, size, 3) uint8
+    """
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def proprio_from_robot(ee_position_m, gripper_position, gripper_open_position):

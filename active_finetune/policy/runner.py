@@ -1,7 +1,7 @@
 """Inference wrapper: owns device moves, resizing and batching; callers hand it an observation."""
 
+from active_finetune.policy.inputs import resize_image
 from active_finetune.policy.model import ObservationBatch
-import cv2
 import numpy as np
 import torch
 
@@ -23,21 +23,6 @@ def select_device(name):
             raise ValueError(f'device {name!r} requested but CUDA is not available')
         return torch.device(name)
     raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {name!r}")
-
-
-def resize_image(image, size):
-    """
-    Resize an RGB image to ``size`` x ``size`` with area interpolation.
-
-    A no-op if the image already has that size.
-
-    :param image: (H, W, 3) uint8
-    :param size: side in pixels
-    :return: (size, size, 3) uint8
-    """
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
 class PolicyRunner:

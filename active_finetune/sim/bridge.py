@@ -47,6 +47,8 @@ class SimBridgeConfig:
     :param task: Meta-World v3 task at start-up
     :param seed: base seed of every reset (episodes and demonstrations draw from it)
     :param image_size: square camera image side
+    :param policy_image_size: side of the policy-resolution image published besides the full one
+        (0 = none)
     :param camera: MuJoCo camera name
     :param rate_hz: steps per second in real time; 0 = as fast as possible
     :param max_steps: episode horizon
@@ -74,6 +76,10 @@ class SimBridgeConfig:
     image_size: int = field(default=96, metadata={
         'description': 'side of the square camera image (px)', 'range': (16, 1024),
         'read_only': True})
+    policy_image_size: int = field(default=96, metadata={
+        'description': 'side of the square image on camera/image_policy: each frame area-resized '
+                       "to the policy's input size, same stamp as camera/image_raw (px); 0 = no "
+                       'policy stream', 'range': (0, 1024), 'read_only': True})
     camera: str = field(default='workspace', metadata={
         'description': 'camera rendered to camera/image_raw: a Meta-World camera name or '
                        '"workspace" (a free camera framing the table)', 'read_only': True})
@@ -124,6 +130,9 @@ class SimBridgeConfig:
         validate_tasks([self.task])
         if not 16 <= self.image_size <= 1024:
             raise ValueError(f'image_size must be in [16, 1024], got {self.image_size}')
+        if not 0 <= self.policy_image_size <= 1024:
+            raise ValueError(f'policy_image_size must be in [0, 1024] (0 = off), got '
+                             f'{self.policy_image_size}')
         if not (math.isfinite(self.rate_hz) and self.rate_hz >= 0):
             raise ValueError(f'rate_hz must be a finite number >= 0, got {self.rate_hz!r}')
         for name in ('max_steps', 'success_hold_steps'):

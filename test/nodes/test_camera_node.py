@@ -5,7 +5,7 @@ The node plays a video file written by cv2.VideoWriter (opencv backend) or a
 FakeCamera that the test unplugs and plugs back.
 """
 
-from active_finetune.devices.camera import CameraIntrinsics, FakeCamera
+from active_finetune.devices.camera import CameraConfig, CameraIntrinsics, FakeCamera
 from active_finetune.nodes.camera_node import CameraNode
 from active_finetune.nodes.conversions import camera_info_from_intrinsics, cdr_image_size
 from active_finetune.nodes.conversions import cdr_string_data
@@ -17,6 +17,7 @@ from active_finetune.nodes.conversions import pose_position
 from active_finetune.nodes.conversions import rgb_to_image, s_to_stamp, stamp_to_s
 from active_finetune.nodes.conversions import twist_stamped_to_linear, UnsupportedEncodingError
 from active_finetune.nodes.qos import IMAGE_QOS, STATUS_QOS
+from active_finetune.policy.inputs import resize_image
 import cv2
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
@@ -266,3 +267,44 @@ def test_camera_node_recovers_after_a_disconnect(ros, wait_for):
     assert camera.connect_count >= 2
     red = [int(image_to_rgb(m)[0, 0, 0]) for m in images.messages[-5:]]
     assert red == sorted(red), 'frames keep their order after the reconnect'
+
+
+def test_the_policy_stream_is_each_frame_resized_at_the_source_with_its_stamp(ros, wait_for):
+    images = ros.collect(Image, 'camera/image_raw', IMAGE_QOS)
+    small = ros.collect(Image, 'camera/image_policy', IMAGE_QOS)
+    statuses = ros.collect(DiagnosticStatus, 'camera/status', STATUS_QOS)
+    ros.add_node(CameraNode(
+        device_factory=lambda config: FakeCamera(width=64, height=48, fps=30.0),
+        context=ros.context, parameter_overrides=[
+            Parameter('policy_image_size', value=16), Parameter('status_period_s', value=0.2),
+            Parameter('frame_id', value='test_optical_frame')]))
+    assert wait_for(lambda: len(images) >= 40 and len(small) >= 40, 10.0)
+    assert {(m.width, m.height, m.encoding) for m in small.messages} == {(16, 16, 'rgb8')}
+    assert {(m.width, m.height) for m in images.messages} == {(64, 48)}
+    assert small.last.header.frame_id == 'test_optical_frame'
+    full_by_stamp = {header_stamp_s(m): m for m in images.messages}
+    small_stamps = [header_stamp_s(m) for m in small.messages]
+    # One policy frame per full frame, with the full frame's stamp (the last may be in flight).
+    common = set(small_stamps) & set(full_by_stamp)
+    assert len(common) >= min(len(small_stamps), len(full_by_stamp)) - 1
+    assert len(set(small_stamps)) == len(small_stamps)
+    for msg in small.messages[-5:]:
+        full = full_by_stamp.get(header_stamp_s(msg))
+        if full is not None:
+            np.testing.assert_array_equal(image_to_rgb(msg), resize_image(image_to_rgb(full), 16))
+    arrivals = small.arrivals_s
+    rate_hz = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    assert 15.0 < rate_hz < 40.0, f'policy stream at {rate_hz:.1f} Hz; the camera runs at 30 Hz'
+    assert wait_for(lambda: status_values(statuses.last)['policy_image_size'] == '16', 5.0)
+
+
+def test_policy_image_size_zero_turns_the_policy_stream_off(ros, wait_for):
+    images = ros.collect(Image, 'camera/image_raw', IMAGE_QOS)
+    node = ros.add_node(CameraNode(
+        device_factory=lambda config: FakeCamera(width=32, height=24, fps=30.0),
+        context=ros.context, parameter_overrides=[Parameter('policy_image_size', value=0)]))
+    assert wait_for(lambda: len(images) >= 5, 10.0)
+    assert node.count_publishers('camera/image_policy') == 0
+    assert node.count_publishers('camera/image_raw') == 1
+    with pytest.raises(ValueError, match='policy_image_size'):
+        CameraConfig(policy_image_size=-1)

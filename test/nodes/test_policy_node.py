@@ -223,13 +223,15 @@ def test_control_timer_cannot_starve_inputs_on_a_multithreaded_executor(graph):
     # a 50 Hz timer whose cycle takes ~20 ms (a loaded machine) then starved the image input for
     # seconds.  The timer has a group of its own, and no input or service shares it.
     node = graph.start()
+    # The control timer, and the check for a publisher of image_topic (an input-side timer).
     timers = list(node.timers)
-    assert len(timers) == 1
-    timer_groups = {timers[0].callback_group}
+    assert len(timers) == 2 and node._timer in timers
+    timer_groups = {node._timer.callback_group}
     inputs = [s for s in node.subscriptions if s.topic_name.lstrip('/') in (
-        'camera/image_raw', 'joint_states', 'ee_pose', 'policy/task', 'estop',
-        'trainer/checkpoint')]
-    assert len(inputs) == 8
+        'camera/image_policy', 'camera/image_raw', 'joint_states', 'ee_pose', 'policy/task',
+        'estop', 'trainer/checkpoint')]
+    assert len(inputs) == 9
+    inputs += [t for t in timers if t is not node._timer]
     rollback = [s for s in node.services if s.srv_name.endswith('policy/rollback')]
     assert len(rollback) == 1
     assert all(entity.callback_group not in timer_groups for entity in inputs + rollback)
@@ -326,6 +328,56 @@ def test_checkpoint_announcements_and_images_are_taken_raw(graph):
     (subscription,) = [s for s in node.subscriptions
                        if s.topic_name.lstrip('/') == 'trainer/checkpoint']
     assert subscription.raw, 'the weights never become a Python string on the executor thread'
-    (subscription,) = [s for s in node.subscriptions
-                       if s.topic_name.lstrip('/') == 'camera/image_raw']
-    assert subscription.raw, 'an image is checked before it is deserialised'
+    for topic in ('camera/image_policy', 'camera/image_raw'):
+        (subscription,) = [s for s in node.subscriptions if s.topic_name.lstrip('/') == topic]
+        assert subscription.raw, 'an image is checked before it is deserialised'
+
+
+def test_the_policy_acts_on_the_policy_stream_and_falls_back_to_the_full_one(
+        graph, ros, wait_for):
+    node = graph.start()
+    # Only camera/image_raw has a publisher (a lab's driver): the policy acts on it.
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+    assert [t.lstrip('/') for t in node.image_topics] == ['camera/image_policy',
+                                                          'camera/image_raw']
+    small_pub = ros.publisher(Image, 'camera/image_policy', IMAGE_QOS)
+    small_rgb = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 90, np.uint8)
+    small_stamps = set()
+
+    def publish_both():
+        graph.inputs.publish()  # full frame, joint state and pose, stamped now
+        stamp_s = ros.node.get_clock().now().nanoseconds * 1e-9 + 1e-4
+        small_stamps.add(round(stamp_s, 6))
+        small_pub.publish(rgb_to_image(small_rgb, stamp_s, 'camera'))
+
+    def step(predicate):
+        def run():
+            publish_both()
+            return predicate()
+        return wait_for(run, 10.0, interval_s=0.02)
+
+    # A publisher of the policy stream appears: the full-resolution subscription is dropped.
+    assert step(lambda: [t.lstrip('/') for t in node.image_topics] == ['camera/image_policy'])
+    assert step(lambda: node._image[0].width == IMAGE_SIZE)
+    graph.twists.clear()
+    node.recent_cycles.clear()
+    assert step(lambda: len(node.recent_cycles) >= 10)
+    assert status(graph)['state'] == 'running'
+    used = {round(c.image_stamp_s, 6) for c in node.recent_cycles}
+    assert used <= small_stamps, 'every action came from a policy-stream frame'
+    assert node._image[0].width == IMAGE_SIZE
+    # The policy stream goes away (camera node stopped): the fallback comes back.
+    ros.node.destroy_publisher(small_pub)
+    assert pump(graph, wait_for, lambda: len(node.image_topics) == 2)
+    node.recent_cycles.clear()
+    assert pump(graph, wait_for, lambda: len(node.recent_cycles) >= 3)
+    assert node._image[0].width == 64, 'acting on the full frames again'
+
+
+def test_image_topics_are_parameters(graph, ros, wait_for):
+    node = graph.start(image_topic='camera/image_raw', fallback_image_topic='')
+    assert [t.lstrip('/') for t in node.image_topics] == ['camera/image_raw']
+    assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
+    assert node.describe_parameter('image_topic').read_only
+    with pytest.raises(ValueError, match='must differ'):
+        graph.start(image_topic='camera/image_raw', fallback_image_topic='camera/image_raw')

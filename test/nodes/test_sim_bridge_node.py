@@ -7,6 +7,7 @@ from active_finetune.nodes.conversions import header_stamp_s, image_to_rgb, \
     linear_to_twist_stamped, pose_position
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSOR_QOS
 from active_finetune.nodes.sim_bridge_node import SimBridgeNode
+from active_finetune.policy.inputs import resize_image
 from active_finetune.sim.metaworld_env import SAWYER_ARM_JOINTS
 from geometry_msgs.msg import PoseStamped, TwistStamped
 import numpy as np
@@ -113,3 +114,27 @@ def test_scripted_operator_demonstrates_through_the_command_mux(ros, wait_for):
     next_task.publish(String(data=json.dumps(request)))
     wait_for(lambda: False, 0.5)
     assert len(joys) == 4
+
+
+def test_the_policy_stream_is_the_frame_resized_with_the_same_stamp(ros, wait_for):
+    images = ros.collect(Image, 'camera/image_raw', IMAGE_QOS)
+    small = ros.collect(Image, 'camera/image_policy', IMAGE_QOS)
+    start_bridge(ros, rate_hz=20.0, policy_image_size=16)
+    assert wait_for(lambda: len(images) >= 10 and len(small) >= 10, 20.0)
+    assert {(m.width, m.height) for m in small.messages} == {(16, 16)}
+    assert {(m.width, m.height) for m in images.messages} == {(IMAGE_SIZE, IMAGE_SIZE)}
+    full_by_stamp = {header_stamp_s(m): m for m in images.messages}
+    matched = [(m, full_by_stamp[header_stamp_s(m)]) for m in small.messages
+               if header_stamp_s(m) in full_by_stamp]
+    assert len(matched) >= len(small) - 1, 'every policy frame has the stamp of a full frame'
+    for policy_msg, full_msg in matched[-3:]:
+        np.testing.assert_array_equal(image_to_rgb(policy_msg),
+                                      resize_image(image_to_rgb(full_msg), 16))
+    assert abs(len(small) - len(images)) <= 2, 'one policy frame per full frame'
+
+
+def test_policy_image_size_zero_publishes_no_policy_stream(ros, wait_for):
+    images = ros.collect(Image, 'camera/image_raw', IMAGE_QOS)
+    node = start_bridge(ros, policy_image_size=0)
+    assert wait_for(lambda: len(images) > 2, 10.0)
+    assert node.count_publishers('camera/image_policy') == 0
