@@ -244,16 +244,22 @@ class FantasyPosterior:
     with everything, so padding changes no gain and no update.  Under the posterior given D (and
     the picks conditioned on so far) the object holds ``cross`` = Cov(candidate rows, target rows)
     as (C, m, n), ``joint`` = Cov(candidate rows) as (C m, C m) and ``variance`` = Var(target rows)
-    as (n,).  Building it costs a p x p Cholesky factor, one triangular solve of the targets with
-    it and one (C m) x p x n matrix product; scoring all candidates applies a batch of m x m
-    Cholesky factors to ``cross``; conditioning on a pick is a rank-m update.  Memory: about
-    8 C m (n + C m) bytes.
+    as (n,).  Building it costs a p x p Cholesky factor L of the precision, triangular solves of
+    the targets and the candidates with it (the whitened rows L^-1 phi) and one (C m) x p x n
+    matrix product of whitened rows; scoring all candidates applies each candidate's m x m inverse
+    Cholesky factor to its m x n block of ``cross``; conditioning on a pick is a rank-m update.
+    Memory: about 8 C m (n + C m) bytes.
+
+    Speed (results/bench_selection.json): every m x n block is handled by its own matrix product
+    into one reused scratch buffer (numpy's stacked matmul over all C blocks at once took twice as
+    long here), and :meth:`condition` can score the candidates in the same pass that updates their
+    block, while it is still in the cache.
 
     :param blocks: list of C arrays (m_i, p), the fantasised rows of each candidate (m_i may be 0)
     :param targets: (n, p) target rows
     :param conditioning: (k, p) rows of D (may have zero rows)
     :param rho2: observation noise variance rho^2 (> 0)
-    :param chunk_rows: target rows scored per batch (bounds scratch memory of :meth:`all_gains`)
+    :param chunk_rows: target rows scored per matrix product (bounds the scratch buffer)
     :raises ValueError: for a non-positive rho2 or chunk_rows
     :raises GPShapeError: for rows of the wrong width
     """
@@ -277,16 +283,17 @@ class FantasyPosterior:
         candidates = padded.reshape(-1, dim)
         if factor is None:
             self.variance = np.einsum('ij,ij->i', targets, targets)
-            projected = candidates
+            self.cross = candidates @ targets.T
+            self.joint = candidates @ candidates.T
         else:
-            # Var = ||L^-1 phi||^2 by one triangular solve; Cov(candidates, .) through X' Sigma_D.
+            # Sigma_D = L^-T L^-1: Cov(a, b) = (L^-1 a)^T (L^-1 b), Var = ||L^-1 phi||^2.
             solved = solve_triangular(factor, targets.T, lower=True, check_finite=False)
             self.variance = np.einsum('ij,ij->j', solved, solved)
+            whitened = solve_triangular(factor, candidates.T, lower=True, check_finite=False)
+            self.cross = whitened.T @ solved
             del solved
-            covariance = cho_solve((factor, True), np.eye(dim), check_finite=False)
-            projected = candidates @ (0.5 * (covariance + covariance.T))
-        self.cross = (projected @ targets.T).reshape(self.count, self.rows_per_block, len(targets))
-        self.joint = projected @ candidates.T
+            self.joint = whitened.T @ whitened
+        self.cross = self.cross.reshape(self.count, self.rows_per_block, len(targets))
         self.joint = 0.5 * (self.joint + self.joint.T)
 
     def _inverse_factors(self, indices):
@@ -296,24 +303,45 @@ class FantasyPosterior:
         chol = np.linalg.cholesky(joint + self.rho2 * np.eye(m))
         return np.linalg.inv(chol)
 
+    def _reductions(self, update=None):
+        """
+        Variance reduction at every target of each candidate alone, after an optional update.
+
+        :param update: None, or (coupling (m, C m), solved (m, n)) to subtract
+            ``coupling_c^T solved`` from each block of ``cross`` first (a pick's rank-m update)
+        :return: (C, n) reductions ||F_c cross_c[:, x]||^2, F_c the inverse Cholesky factors
+            computed after the update of ``joint``
+        """
+        m, n = self.rows_per_block, len(self.variance)
+        reduction = np.zeros((self.count, n))
+        inverse = self._inverse_factors(np.arange(self.count))
+        scratch = np.empty((m, min(self.chunk_rows, n)))
+        for index in range(self.count):
+            block = self.cross[index]
+            for start in range(0, n, self.chunk_rows):
+                part = slice(start, min(start + self.chunk_rows, n))
+                out = scratch[:, :part.stop - part.start]
+                if update is not None:
+                    coupling, solved = update
+                    np.matmul(coupling[:, index * m:(index + 1) * m].T, solved[:, part], out=out)
+                    block[:, part] -= out
+                np.matmul(inverse[index], block[:, part], out=out)
+                reduction[index, part] = np.einsum('ij,ij->j', out, out)
+        return reduction
+
+    def _gains(self, reduction):
+        before = np.broadcast_to(self.variance, reduction.shape)
+        return information_gain(before, before - reduction)
+
     def all_gains(self):
         """
         Per-target information gain of conditioning on each candidate's rows alone.
 
         :return: (C, n) non-negative gains (rows of candidates without rows are 0)
         """
-        n = len(self.variance)
-        gains = np.zeros((self.count, n))
         if self.rows_per_block == 0 or self.count == 0:
-            return gains
-        inverse = self._inverse_factors(np.arange(self.count))
-        for start in range(0, n, self.chunk_rows):
-            part = slice(start, min(start + self.chunk_rows, n))
-            solved = np.matmul(inverse, self.cross[:, :, part])
-            reduction = np.einsum('cij,cij->cj', solved, solved)
-            before = np.broadcast_to(self.variance[part], reduction.shape)
-            gains[:, part] = information_gain(before, before - reduction)
-        return gains
+            return np.zeros((self.count, len(self.variance)))
+        return self._gains(self._reductions())
 
     def gains(self, index):
         """
@@ -328,19 +356,23 @@ class FantasyPosterior:
         reduction = np.einsum('ij,ij->j', solved, solved)
         return information_gain(self.variance, self.variance - reduction)
 
-    def condition(self, index):
+    def condition(self, index, score=False):
         """
         Condition on candidate ``index``'s rows as if they had been demonstrated (rank-m update).
 
         :param index: position of the candidate in ``blocks``
+        :param score: also return :meth:`all_gains` of the updated posterior, computed in the
+            same pass over ``cross`` as the update
+        :return: None, or with ``score`` the (C, n) gains after the update
         """
         m = self.rows_per_block
         if m == 0:
-            return
+            return self.all_gains() if score else None
         inverse = self._inverse_factors([index])[0]
         solved = inverse @ self.cross[index]
         coupling = inverse @ self.joint[index * m:(index + 1) * m]
         self.variance = np.maximum(self.variance - np.einsum('ij,ij->j', solved, solved), 0.0)
-        self.cross -= (coupling.T @ solved).reshape(self.cross.shape)
         self.joint -= coupling.T @ coupling
         self.joint = 0.5 * (self.joint + self.joint.T)
+        reduction = self._reductions(update=(coupling, solved))
+        return self._gains(reduction) if score else None

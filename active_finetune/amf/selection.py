@@ -245,8 +245,9 @@ def amf_select(tasks, demo_counts, batch_size, inputs, blas_threads=SELECTION_BL
         posterior = FantasyPosterior(blocks, targets.rows, inputs.demos, inputs.rho2)
         counts = dict(demo_counts)
         chosen, all_scores, all_terms = [], [], []
+        gains = posterior.all_gains()
         for _ in range(batch_size):
-            per_target = targets.per_task(posterior.all_gains())
+            per_target = targets.per_task(gains)
             terms = {task: dict(zip(targets.tasks, map(float, row)))
                      for task, row in zip(tasks, per_target)}
             scores = {task: float(total) for task, total in zip(tasks, per_target.sum(axis=1))}
@@ -256,7 +257,8 @@ def amf_select(tasks, demo_counts, batch_size, inputs, blas_threads=SELECTION_BL
             all_terms.append(terms)
             counts[pick] = counts.get(pick, 0) + 1
             if len(chosen) < batch_size:
-                posterior.condition(tasks.index(pick))
+                # The update and the next pick's scoring in one pass over the covariances.
+                gains = posterior.condition(tasks.index(pick), score=True)
     seconds = time.perf_counter() - t0
     _LOG.debug('AMF picked %s in %.3f s (%d target rows, %d candidates)', chosen, seconds,
                len(targets.rows), len(tasks))

@@ -1,6 +1,7 @@
 """AMF selection: weight-space GP against a brute-force kernel GP, invariances, edge cases."""
 
 import json
+from pathlib import Path
 
 from active_finetune.amf.active_loop import LoopConfig, select_next_tasks
 from active_finetune.amf.baselines import make_strategy
@@ -280,3 +281,46 @@ def test_posterior_precision_and_covariance_are_inverse_and_match_the_definition
     np.testing.assert_allclose(gp.precision @ gp.covariance, np.eye(4), atol=1e-9)
     with pytest.raises(ValueError, match='rho2'):
         WeightSpaceGP(4, -1.0)
+
+
+def _before_problem(tasks, targets_per_task, dim, candidate_rows, demo_rows, rho2, seed):
+    rng = np.random.default_rng(seed)
+    names = [f'task-{i:02d}' for i in range(tasks)]
+    scale = 1.0 / np.sqrt(dim)
+    targets = {t: (rng.normal(size=(targets_per_task, dim)) * scale,
+                   rng.uniform(0.1, 1.0, targets_per_task)) for t in names}
+    candidates = {t: rng.normal(size=(candidate_rows, dim)) * scale for t in names}
+    demos = rng.normal(size=(demo_rows, dim)) * scale
+    return names, SelectionInputs(targets, candidates, demos, None, rho2)
+
+
+def test_the_faster_selection_gives_the_picks_and_scores_of_before():
+    """Picks and every score of two greedy batches equal those the previous code computed."""
+    recorded = json.loads((Path(__file__).parent / 'data' / 'selection_before.json').read_text())
+    assert len(recorded['cases']) == 2
+    for case in recorded['cases']:
+        names, inputs = _before_problem(**case['problem'])
+        result = amf_select(names, {}, case['batch_size'], inputs)
+        assert result.chosen == case['chosen']
+        assert len(result.scores) == len(case['scores'])
+        for scores, before in zip(result.scores, case['scores']):
+            assert list(scores) == list(before)
+            np.testing.assert_allclose([scores[t] for t in before], list(before.values()),
+                                       rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize('chunk_rows', [3, 4096])
+def test_conditioning_with_scoring_equals_conditioning_then_scoring(chunk_rows):
+    rng = np.random.default_rng(11)
+    blocks = [rng.normal(size=(4, 6)), rng.normal(size=(2, 6)), rng.normal(size=(4, 6))]
+    targets, demos = rng.normal(size=(10, 6)), rng.normal(size=(5, 6))
+    fused = FantasyPosterior(blocks, targets, demos, 0.8, chunk_rows=chunk_rows)
+    plain = FantasyPosterior(blocks, targets, demos, 0.8, chunk_rows=chunk_rows)
+    gains = fused.condition(1, score=True)
+    assert plain.condition(1) is None
+    np.testing.assert_allclose(gains, plain.all_gains(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(fused.cross, plain.cross, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(fused.variance, plain.variance, rtol=1e-12, atol=1e-15)
+    assert gains.shape == (3, 10)
+    fresh = FantasyPosterior(blocks, targets, np.concatenate([demos, blocks[1]]), 0.8)
+    np.testing.assert_allclose(gains, fresh.all_gains(), rtol=1e-8, atol=1e-12)
