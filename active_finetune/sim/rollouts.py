@@ -1,9 +1,18 @@
-"""Collect scripted demonstrations and evaluate policies in simulation, in several processes."""
+"""
+Collect scripted demonstrations and evaluate policies in simulation, in several processes.
+
+With ``workers`` > 1 every worker process gets one share of the episodes and builds one simulator
+for all of them (a simulator takes far longer to build than an episode to reset): share ``i`` is
+episodes ``i, i + W, i + 2W, ...`` so every worker gets a mix of the tasks, and the results are put
+back in the jobs' order.  An episode depends only on its task, its seed and the policy (every
+episode starts with a seeded reset), so any split gives the same episodes as one process.
+"""
 
 from dataclasses import dataclass
 import logging
 import multiprocessing
 import os
+import queue
 
 from active_finetune.data.episode import Episode
 from active_finetune.sim.metaworld_env import MetaWorldEnv, SimConfig
@@ -71,9 +80,20 @@ def run_episode(env, task, seed, act, record_states=True):
                    success=success, metadata={'seed': seed, 'steps': len(actions)})
 
 
-def _worker_init(threads):
+_PROGRESS = None
+"""In a worker process: the queue that receives one item per finished episode."""
+
+
+def _worker_init(threads, progress=None):
+    global _PROGRESS
     import torch
     torch.set_num_threads(threads)
+    _PROGRESS = progress
+
+
+def _pool_call(call):
+    worker, args = call
+    return worker(args, on_episode=None if _PROGRESS is None else lambda: _PROGRESS.put(1))
 
 
 def _demo_worker(args, on_episode=None):
@@ -104,25 +124,66 @@ def _eval_worker(args, on_episode=None):
     return results
 
 
-def _chunks(items, size):
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def split_jobs(count, workers, chunk_size=None):
+    """
+    Split job positions into the shares handed to worker processes.
+
+    :param count: number of jobs
+    :param workers: worker processes
+    :param chunk_size: None: one share per worker, interleaved (``i, i + W, ...``); an int:
+        consecutive shares of that many jobs (1: every episode on a simulator of its own, how
+        evaluation ran before)
+    :return: list of lists of job positions, every position once
+    """
+    if count == 0:
+        return []
+    if chunk_size is None:
+        shares = min(max(1, workers), count)
+        return [list(range(i, count, shares)) for i in range(shares)]
+    if chunk_size < 1:
+        raise ValueError(f'chunk_size must be >= 1 or None, got {chunk_size!r}')
+    return [list(range(i, min(i + chunk_size, count))) for i in range(0, count, chunk_size)]
 
 
-def _run_jobs(worker, make_args, jobs, workers, desc, progress):
-    chunk = 1 if workers > 1 else len(jobs) or 1
-    chunks = _chunks(jobs, chunk)
-    out = []
+def _run_jobs(worker, make_args, jobs, workers, desc, progress, chunk_size=None):
+    """
+    Run ``jobs`` through ``worker`` in this process or in ``workers`` spawned processes.
+
+    :param worker: callable(args, on_episode=None) -> list of results, one per job, in order
+    :param make_args: callable(list of jobs) -> the worker's args
+    :param jobs: the jobs
+    :param workers: processes (<= 1: here, one simulator for all)
+    :param desc: progress bar label
+    :param progress: show a progress bar (moves per episode)
+    :param chunk_size: see :func:`split_jobs` (None: one simulator per worker)
+    :return: results in the order of ``jobs``
+    """
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
     if workers <= 1:
-        # One simulator for every job in this process; the bar moves per episode.
-        for c in chunks:
-            out.extend(worker(make_args(c), on_episode=lambda: bar.update(1)))
-    else:
-        ctx = multiprocessing.get_context('spawn')
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(1,)) as pool:
-            for result in pool.imap(worker, [make_args(c) for c in chunks]):
-                out.extend(result)
-                bar.update(len(result))
+        # One simulator for every job in this process.
+        out = list(worker(make_args(list(jobs)), on_episode=lambda: bar.update(1))) if jobs \
+            else []
+        bar.close()
+        return out
+    shares = split_jobs(len(jobs), workers, chunk_size)
+    out = [None] * len(jobs)
+    ctx = multiprocessing.get_context('spawn')
+    progress_queue = ctx.Queue() if progress else None
+    with ctx.Pool(min(workers, len(shares)), initializer=_worker_init,
+                  initargs=(1, progress_queue)) as pool:
+        pending = pool.map_async(_pool_call, [(worker, make_args([jobs[i] for i in share]))
+                                              for share in shares], chunksize=1)
+        while not pending.ready():
+            pending.wait(0.2)
+            try:
+                while progress_queue is not None:
+                    progress_queue.get_nowait()
+                    bar.update(1)
+            except queue.Empty:
+                pass
+        for share, results in zip(shares, pending.get()):
+            for position, result in zip(share, results):
+                out[position] = result
     bar.close()
     return out
 
@@ -173,7 +234,8 @@ def policy_blob(policy):
 
 
 def evaluate_policy(policy, tasks, episodes_per_task, sim_config=SimConfig(), base_seed=0,
-                    workers=1, progress=True, purpose=PURPOSE_EVAL, keep_episodes=False):
+                    workers=1, progress=True, purpose=PURPOSE_EVAL, keep_episodes=False,
+                    chunk_size=None):
     """
     Success rate of ``policy`` per task over seeded episodes.
 
@@ -186,13 +248,15 @@ def evaluate_policy(policy, tasks, episodes_per_task, sim_config=SimConfig(), ba
     :param progress: show a progress bar
     :param purpose: seed stream (PURPOSE_EVAL, or PURPOSE_TARGET for AMF's own rollouts)
     :param keep_episodes: also return the rollouts
+    :param chunk_size: episodes per share of a worker (:func:`split_jobs`; None: one share and one
+        simulator per worker, the fastest; 1: a simulator per episode, as before, for benchmarks)
     :return: dict task -> success rate, or (that dict, list of Episode) with ``keep_episodes``
     """
     jobs = [EpisodeJob(task, episode_seed(base_seed, purpose, task, i))
             for task in tasks for i in range(episodes_per_task)]
     blob = policy_blob(policy)
     results = _run_jobs(_eval_worker, lambda c: (sim_config, blob, c, keep_episodes), jobs,
-                        workers, 'evaluate', progress)
+                        workers, 'evaluate', progress, chunk_size)
     success = {task: [] for task in tasks}
     for r in results:
         task, ok = (r.task, r.success) if keep_episodes else (r[0], r[1])
