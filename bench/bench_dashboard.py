@@ -9,7 +9,8 @@ same run:
 
 1. ``clients_0``: nobody watches (the dashboard encodes no frame);
 2. ``clients_1``: one page;
-3. ``clients_10``: ten pages at once, each in its own browser context (its own renderer);
+3. ``clients_10``: ten pages at once, each in its own Chromium process (ten operators' browsers;
+   ten contexts of one Chromium left some pages unresponsive on the loaded 2-core machine);
 4. ``ws_10``: ten plain websocket clients in one other Python process, which read every frame
    packet and decode nothing: the dashboard node serves ten clients without ten browsers
    rendering on the same CPUs (the frames' ``added`` time ends at the packet's arrival);
@@ -82,6 +83,11 @@ READ_PAGE = """() => ({
 })"""
 
 
+def log(text):
+    """Print a progress line with the time to stderr."""
+    print(f'{time.strftime("%H:%M:%S")} {text}', file=sys.stderr, flush=True)
+
+
 def summary_ms(values):
     """
     Summarise latencies.
@@ -126,12 +132,16 @@ def page_numbers(read, reset_ms):
     """
     Turn what a page recorded during a phase into frame rates and latencies per stream.
 
-    :param read: the result of :data:`READ_PAGE`
-    :param reset_ms: page time at which its record was emptied (ms)
-    :return: dict
+    :param read: the result of :data:`READ_PAGE` (None: the page did not answer)
+    :param reset_ms: page time at which its record was emptied (ms; None: no answer)
+    :return: dict; a page that did not answer has drawn no frame as far as anyone can tell
     """
+    if read is None or reset_ms is None:
+        none = {'frames': 0, 'fps': 0.0, 'added': summary_ms([]),
+                'end_to_end': summary_ms([]), 'encode': summary_ms([])}
+        return {'answered': False, 'streams': {stream: dict(none) for stream in STREAMS}}
     window_s = (read['now'] - reset_ms) / 1e3
-    result = {'window_s': round(window_s, 2), 'visibility': read['visibility'],
+    result = {'answered': True, 'window_s': round(window_s, 2), 'visibility': read['visibility'],
               'connected': read['connected'], 'errors': read['errors'][:5], 'streams': {}}
     for stream in STREAMS:
         frames = [f for f in read['latency'] if f['stream'] == stream]
@@ -156,9 +166,13 @@ def clock_offset_ms(page, tries=5):
     samples = []
     for _ in range(tries):
         before = time.time()
-        page_ms = page.evaluate('() => performance.timeOrigin + performance.now()')
+        page_ms = bounded_evaluate(page, '() => performance.timeOrigin + performance.now()',
+                                   10.0)
         after = time.time()
-        samples.append((after - before, page_ms - (before + after) / 2 * 1e3))
+        if page_ms is not None:
+            samples.append((after - before, page_ms - (before + after) / 2 * 1e3))
+    if not samples:
+        return None, None
     round_trip_s, offset = min(samples)
     return round(offset, 2), round(round_trip_s / 2 * 1e3, 2)
 
@@ -362,18 +376,54 @@ def wait_for(graph, predicate, what, timeout_s):
     raise TimeoutError(f'timed out after {timeout_s:.0f} s waiting for {what}')
 
 
-def open_pages(browser, url, count, timeout_s):
-    """Open ``count`` pages, each in its own context, and wait until each draws frames."""
-    pages = []
-    for _ in range(count):
-        context = browser.new_context(viewport={'width': 1500, 'height': 1000})
-        page = context.new_page()
+DRAWING = ('() => window.afStats.connected && window.afStats.frames.full >= 3 '
+           '&& window.afStats.frames.policy >= 3')
+STATS = """() => ({connected: window.afStats.connected, frames: window.afStats.frames,
+  states: window.afStats.states, errors: window.afStats.errors})"""
+
+
+def bounded_evaluate(page, expression, timeout_s):
+    """
+    Evaluate a JavaScript function in a page, giving up after ``timeout_s``.
+
+    ``page.evaluate`` waits without a deadline for a page whose main thread does not answer;
+    ``wait_for_function`` (polled on a timer, not on animation frames) has one, and returns
+    at once the truthy value the function gives.
+
+    :return: the function's value, or None when the page did not answer in time
+    """
+    try:
+        handle = page.wait_for_function(expression, polling=100, timeout=timeout_s * 1e3)
+    except Exception:  # noqa: B902 - playwright's TimeoutError (or a closed page)
+        return None
+    return handle.json_value()
+
+
+def open_pages(launch, url, count, timeout_s):
+    """
+    Open ``count`` pages, each in its own browser, and wait until each draws frames.
+
+    A page that does not draw within ``timeout_s`` stays open and is measured as it is (its
+    frame rate then tells); its state is given.
+
+    :param launch: callable() -> a new playwright Browser
+    :return: (pages, list per page of the seconds until it drew, or its afStats when it did not)
+    """
+    pages, ready = [], []
+    started = time.monotonic()
+    for index in range(count):
+        page = launch().new_page(viewport={'width': 1500, 'height': 1000})
+        page.set_default_timeout(timeout_s * 1e3)
         page.goto(url)
         pages.append(page)
+        log(f'page {index + 1} of {count} loaded')
     for page in pages:
-        page.wait_for_function('window.afStats.connected && window.afStats.frames.full >= 3 '
-                               '&& window.afStats.frames.policy >= 3', timeout=timeout_s * 1e3)
-    return pages
+        left_s = max(1.0, timeout_s - (time.monotonic() - started))
+        if bounded_evaluate(page, DRAWING, left_s):
+            ready.append(round(time.monotonic() - started, 1))
+        else:
+            ready.append(bounded_evaluate(page, STATS, 10.0) or 'page did not answer')
+    return pages, ready
 
 
 def summarise_clients(clients):
@@ -411,7 +461,7 @@ def measure(graph, seconds):
     return start_s, time.time()
 
 
-def run_phase(spec, name, args, graph, watcher, meter, browser, url):
+def run_phase(spec, name, args, graph, watcher, meter, launch, url):
     """
     Run one phase: ``spec`` is a number of pages, or ``ws<N>`` for N websocket clients.
 
@@ -419,6 +469,7 @@ def run_phase(spec, name, args, graph, watcher, meter, browser, url):
     """
     websocket_clients = spec.startswith('ws')
     count = int(spec[2:] if websocket_clients else spec)
+    log(f'phase {name}')
     pages, clients = [], []
     if websocket_clients:
         worker = subprocess.Popen(
@@ -436,20 +487,24 @@ def run_phase(spec, name, args, graph, watcher, meter, browser, url):
         window_s = record['end_s'] - record['start_s']
         clients = [ws_numbers(r, window_s) for r in record['clients']]
     else:
-        pages = open_pages(browser, url, count, args.start_timeout_s) if count else []
+        pages, ready = [], []
+        if count:
+            pages, ready = open_pages(launch, url, count, args.page_timeout_s)
         try:
             time.sleep(args.warmup_s)
-            resets = [page.evaluate(RESET_PAGE) for page in pages]
+            resets = [bounded_evaluate(page, RESET_PAGE, 10.0) for page in pages]
             cpu_start = meter.sample()
             start_s, end_s = measure(graph, args.phase_s)
             cpu_end = meter.sample()
-            reads = [page.evaluate(READ_PAGE) for page in pages]
-            offsets = [clock_offset_ms(page) for page in pages]
+            reads = [bounded_evaluate(page, READ_PAGE, 10.0) for page in pages]
+            offsets = [clock_offset_ms(page) if read else (None, None)
+                       for page, read in zip(pages, reads)]
         finally:
             for page in pages:
-                page.context.close()
-        for read, reset_ms, (offset, half_rtt) in zip(reads, resets, offsets):
+                page.context.browser.close()
+        for read, reset_ms, (offset, half_rtt), drawn in zip(reads, resets, offsets, ready):
             numbers = page_numbers(read, reset_ms)
+            numbers['drawing_after_s'] = drawn
             numbers['clock_offset_ms'] = offset
             numbers['clock_offset_bound_ms'] = half_rtt
             clients.append(numbers)
@@ -490,6 +545,8 @@ def main(argv=None):
     parser.add_argument('--control-rate-hz', type=float, default=20.0,
                         help="the policy node's control rate (set in the graph)")
     parser.add_argument('--start-timeout-s', type=float, default=240.0)
+    parser.add_argument('--page-timeout-s', type=float, default=90.0,
+                        help='how long the pages of a phase may take to draw frames')
     parser.add_argument('--output', default='results/bench_dashboard.json')
     args = parser.parse_args(argv)
     from active_finetune.runner import GraphRunner, read_log_tail
@@ -503,6 +560,11 @@ def main(argv=None):
     port = free_port()
     url = f'http://127.0.0.1:{port}/'
     load_at_start = [round(v, 2) for v in os.getloadavg()]
+    git = {'commit': subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,
+                                    text=True).stdout.strip(),
+           'uncommitted_changes': [line[3:] for line in subprocess.run(
+               ['git', 'status', '--porcelain', '--untracked-files=no'], capture_output=True,
+               text=True).stdout.splitlines()]}
     tmp = tempfile.TemporaryDirectory(prefix='bench_dashboard_')
     dataset = Path(tmp.name) / 'episodes'
     overrides = {
@@ -529,19 +591,25 @@ def main(argv=None):
                  'camera frames at the dashboard', args.start_timeout_s)
         wait_for(graph, lambda: len(watcher.arrivals()) > 40, 'policy/twist',
                  args.start_timeout_s)
+        if watcher.node.count_publishers('policy/twist') != 1:
+            raise RuntimeError(f'{watcher.node.count_publishers("policy/twist")} publishers of '
+                               f'policy/twist in ROS domain {domain_id}: another graph shares '
+                               'it; run again (the domain is drawn at random)')
         print(f'graph up in {time.monotonic() - t0:.0f} s; dashboard at {url}', flush=True)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
-            browser_version = browser.version
+            def launch():
+                return playwright.chromium.launch(executable_path=chromium, headless=True)
+            probe = launch()
+            browser_version = probe.version
+            probe.close()
             for index, spec in enumerate(args.clients.split(',')):
                 name = spec if spec.startswith('ws') else f'clients_{spec}'
                 if name in [p['name'] for p in phases]:
                     name += '_after'
-                phase = run_phase(spec, name, args, graph, watcher, meter, browser, url)
+                phase = run_phase(spec, name, args, graph, watcher, meter, launch, url)
                 phases.append(phase)
                 print(json.dumps({k: phase.get(k) for k in (
                     'name', 'camera_rate_hz', 'policy_loop', 'cpu', 'streams')}), flush=True)
-            browser.close()
     except Exception:
         for node in graph.processes:
             print(f'--- {node} log tail ---\n{read_log_tail(graph.log_path(node), 10)}',
@@ -563,6 +631,7 @@ def main(argv=None):
                  'load_average_1_5_15_at_start': load_at_start,
                  'load_average_1_5_15_at_end': [round(v, 2) for v in os.getloadavg()],
                  'note': 'the machine is shared: other jobs ran during the measurement'},
+        'git': git,
         'graph': 'sim (no scripted operator, no sim rollouts, trainer idle); policy task '
                  f'{TASK}',
         'dashboard': {k: dashboard_config.get(k) for k in (
