@@ -20,10 +20,9 @@ by announcement (``recorder/episode``) with a decoded-episode cache by sha256:
 Each is repeated ``--repeats`` times on fresh caches; the median and min are reported, with the
 load average at start and end (2-core machine shared with other work).
 
-Usage, from the repository root::
+Usage, from the repository root (python: .venv/bin/python)::
 
-    .venv/bin/python -m bench.bench_episode_announcements \\
-        --output results/bench_episode_announcements.json
+    python -m bench.bench_episode_announcements --output results/bench_episode_announcements.json
 """
 
 import argparse
