@@ -29,8 +29,8 @@ from pathlib import Path
 import threading
 
 from active_finetune.data.episode import Episode
-from active_finetune.data.episode_index import bag_file_name, file_state, is_index_file_name, \
-    list_saved_episodes
+from active_finetune.data.episode_index import BAG_DIR_RE, bag_file_name, file_state, \
+    is_index_file_name, list_saved_episodes
 from active_finetune.data.mcap_episode import load_episode
 import numpy as np
 
@@ -87,12 +87,16 @@ class EpisodeCatalog:
         :raises ValueError: for a path that is not a saved episode's
         """
         mcap = Path(episode.path)
-        name = bag_file_name(Path(episode.bag_path).name) if episode.bag_path else mcap.name
+        bag = Path(episode.bag_path).name if episode.bag_path else ''
+        if not bag and mcap.name == f'{mcap.parent.name}.mcap' and BAG_DIR_RE.match(
+                mcap.parent.name):
+            bag = mcap.parent.name  # a recorder that does not fill bag_path
+        name = bag_file_name(bag) if bag else mcap.name
         if not is_index_file_name(name) or not name.endswith('.mcap'):
             raise ValueError(f'recorder/episode path {episode.path!r} is not a saved episode')
         local = self.dataset_dir / name
         entry = {'file': name, 'path': str(local),
-                 'bag_path': str(local.parent) if episode.bag_path else None,
+                 'bag_path': str(local.parent) if bag else None,
                  'task': episode.task, 'success': bool(episode.success), 'frames': episode.frames,
                  'steps': episode.steps, 'sha256': episode.sha256,
                  'request_id': episode.request_id}

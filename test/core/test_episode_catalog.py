@@ -64,6 +64,11 @@ def test_catalog_takes_announcements_and_lists_only_at_rescan(dataset, tmp_path)
     assert catalog.add(announcement(listed[0], elsewhere)) == 'added'
     assert catalog.add(announcement(listed[0], elsewhere)) == 'known'
     assert [e['path'] for e in catalog.entries()] == [listed[0]['path']]
+    # Without bag_path (an older recorder), the <bag>/<bag>.mcap path still names the bag.
+    second = announcement(listed[1], elsewhere)
+    assert catalog.add(EpisodeSaved(**{**second.to_dict(), 'bag_path': ''})) == 'added'
+    assert catalog.entries()[1]['path'] == listed[1]['path']
+    assert catalog.entries()[1]['bag_path'] == listed[1]['bag_path']
     assert catalog.rescans == 0
     assert catalog.rescan() == 3
     assert [e['path'] for e in catalog.entries()] == [e['path'] for e in listed]
