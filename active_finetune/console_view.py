@@ -13,7 +13,8 @@ are kept).  A malformed payload never raises out of an
 :meth:`ConsoleState.snapshot` returns a plain dict; :func:`render_console`
 turns such a dict into a rich renderable (one column below
 :data:`TWO_COLUMN_MIN_WIDTH` characters, two above), and :func:`render_text`
-into plain text, for logs, tests and docs/console_snapshot.txt.
+into plain text, for logs, tests and docs/console_snapshot.txt (written by
+scripts/console_snapshot.py from a run of the sim graph).
 """
 
 import collections
@@ -42,9 +43,17 @@ TWO_COLUMN_MIN_WIDTH = 96
 SCORE_BAR_WIDTH = 16
 """Narrowest score bar, in characters (wider consoles get wider bars)."""
 
-KEY_HELP = (('r', 'record'), ('s', 'stop'), ('d', 'discard'), ('k', 'skip task'),
+KEY_HELP = (('r', 'record'), ('s', 'stop'), ('d', 'discard'), ('y', 'mark success'),
+            ('n', 'mark failure'), ('t', 'type a note'), ('k', 'skip task'),
             ('e', 'estop on/off'), ('q', 'quit'))
 """The console's keys and what they do, in display order."""
+
+NOTE_MAX_CHARS = 200
+"""Longest note the console takes for a mark (characters)."""
+
+NOTE_END_KEYS = ('\r', '\n')
+NOTE_CANCEL_KEY = '\x1b'
+NOTE_ERASE_KEYS = ('\x7f', '\b')
 
 POLICY_RUNNING = 'running'
 """The policy/status state in which the policy's actions reach the mux (else: zero output)."""
@@ -128,6 +137,68 @@ class ConsoleState:
                         'graph': None}
         self._keys_enabled = False
         self._input_note = 'keys not read yet'
+        self._note = {'text': '', 'editing': False}
+        self._payloads = {}
+
+    def latest_payloads(self):
+        """
+        Give the newest valid payload text of every topic (what the state was built from).
+
+        :return: dict topic -> JSON text
+        """
+        with self._lock:
+            return dict(self._payloads)
+
+    def begin_note(self):
+        """Start typing a note for the next mark (keys go to the note until Enter or Esc)."""
+        with self._lock:
+            self._note['editing'] = True
+
+    @property
+    def editing_note(self):
+        """:return: True while the operator types a note."""
+        with self._lock:
+            return self._note['editing']
+
+    def note_key(self, key):
+        """
+        Feed one key to the note being typed.
+
+        Enter keeps the note for the next mark (``y``/``n``), Esc drops it, Backspace erases a
+        character; other control characters are ignored, printable ones are appended (up to
+        :data:`NOTE_MAX_CHARS`).
+
+        :param key: a one-character string
+        """
+        with self._lock:
+            note = self._note
+            if key in NOTE_END_KEYS:
+                note['editing'] = False
+                note['text'] = note['text'].strip()
+            elif key == NOTE_CANCEL_KEY:
+                note.update(text='', editing=False)
+            elif key in NOTE_ERASE_KEYS:
+                note['text'] = note['text'][:-1]
+            elif key.isprintable() and len(note['text']) < NOTE_MAX_CHARS:
+                note['text'] += key
+            else:
+                return
+            finished, text = not note['editing'], note['text']
+        if finished and key in NOTE_END_KEYS:
+            self.add_event(f'note kept for the next mark: {text}' if text else 'empty note')
+        elif key == NOTE_CANCEL_KEY:
+            self.add_event('note dropped')
+
+    def take_note(self):
+        """
+        Take the note typed for the next mark (and clear it; a note being typed is finished).
+
+        :return: str ('' when none)
+        """
+        with self._lock:
+            text = self._note['text'].strip()
+            self._note.update(text='', editing=False)
+        return text
 
     def set_input_mode(self, keys_enabled, note):
         """
@@ -165,6 +236,7 @@ class ConsoleState:
         with self._lock:
             old = self._values[key]
             self._values[key] = new
+            self._payloads[topic] = text.decode() if isinstance(text, bytes) else str(text)
         return old, new
 
     def on_next_task(self, text):
@@ -208,12 +280,17 @@ class ConsoleState:
         topic = 'recorder/status'
 
         def parse(p):
-            return {k: p[k] for k in ('state', 'task', 'duration_s', 'frames', 'dropped')}
+            return {k: p[k] for k in ('state', 'task', 'duration_s', 'frames', 'dropped',
+                                      'marked', 'note', 'success_if_stopped', 'success_source')}
 
         change = self._update(topic, 'recorder', text, parse)
         if change is None:
             return
         old, new = change
+        if new['state'] == 'recording' and new['marked'] is not None and (
+                old is None or (old['marked'], old['note']) != (new['marked'], new['note'])):
+            self.add_event(f'episode marked {"success" if new["marked"] else "failure"} '
+                           f'(recorder confirms)' + (f': {new["note"]}' if new['note'] else ''))
         if old is not None and old['state'] == new['state'] and old['task'] == new['task']:
             return
         summary = f'{new["task"] or "no task"}, {new["duration_s"]:.1f} s, {new["frames"]} frames'
@@ -387,13 +464,15 @@ class ConsoleState:
         :return: dict with keys next_task, recorder, policy, trainer, checkpoint,
             evaluation (each a dict or None), estop (bool or None), mux, graph (None before
             the first look, else nodes and mux_running), events
-            (oldest first), keys_enabled and input_note
+            (oldest first), keys_enabled, input_note and note (text, editing: the note for
+            the next mark)
         """
         with self._lock:
             state = copy.deepcopy(self._values)
             state['events'] = [dict(event) for event in self._events]
             state['keys_enabled'] = self._keys_enabled
             state['input_note'] = self._input_note
+            state['note'] = dict(self._note)
         return state
 
 
@@ -607,12 +686,33 @@ def _recorder_panel(state, now_s):
     lines.append(Text(f'{duration_s:.1f} s   {recorder["frames"]} frames'))
     if recorder['dropped']:
         lines.append(Text(f'WARNING: {recorder["dropped"]} frames dropped', style='bold yellow'))
+    if status == 'recording':
+        lines.extend(_mark_lines(recorder))
+        if recorder.get('note'):
+            lines.append(Text(f'note: {recorder["note"]}', style='dim'))
     suggested = (state.get('next_task') or {}).get('task')
     if status == 'recording' and suggested and recorder['task'] and recorder['task'] != suggested:
         lines.append(Text(f'recording {recorder["task"]}, but {suggested} is suggested',
                           style='yellow'))
     border = 'red' if status == 'recording' else 'white'
     return Panel(Group(*lines), title='recorder', border_style=border)
+
+
+def _mark_lines(recorder):
+    """Say how a stop would label the episode being recorded, and who decides it."""
+    verdict = recorder.get('success_if_stopped')
+    source = recorder.get('success_source')
+    if verdict is None:  # a recorder that does not say (older payload)
+        return [Text('no verdict reported; y/n to mark it', style='dim')]
+    label = 'SUCCESS' if verdict else 'FAILURE'
+    if source == 'operator':
+        return [Text.assemble(('marked ', 'bold'),
+                              (label, 'bold green' if verdict else 'bold red'),
+                              ' by the operator')]
+    if source == 'sim':
+        return [Text(f'stop saves it as {label} (sim/success)', style='bold')]
+    return [Text(f'UNMARKED: stop saves it as {label}', style='bold yellow'),
+            Text('(unmarked_success); y/n to mark it', style='yellow')]
 
 
 def _robot_panel(state):
@@ -655,11 +755,29 @@ def _robot_panel(state):
                               else 'dim'))
     checkpoint = state.get('checkpoint')
     if checkpoint is not None:
-        metrics = ', '.join(f'{k} {v:.4g}' for k, v in list(checkpoint['metrics'].items())[:3])
+        metrics = _metrics_text(checkpoint['metrics'])
         lines.append(Text(f'checkpoint v{checkpoint["version"]}: round '
                           f'{_version(checkpoint["round"])}, {_version(checkpoint["demos_used"])} '
                           f'demos' + (f'; {metrics}' if metrics else '')))
     return Panel(Group(*lines), title='policy and trainer', border_style='white')
+
+
+def _metrics_text(metrics):
+    """
+    Summarise a checkpoint's training metrics: the held-out validation error first.
+
+    :param metrics: dict name -> number, as the trainer sent them
+    :return: e.g. 'val_mse 0.0839 (start 0.084), loss 0.1238, bc_loss 0.0375'
+    """
+    parts = []
+    if 'val_mse' in metrics:
+        start = metrics.get('val_mse_start')
+        parts.append(f'val_mse {metrics["val_mse"]:.4g}'
+                     + (f' (start {start:.4g})' if start is not None else ''))
+    rest = sorted((k for k in metrics if k not in ('val_mse', 'val_mse_start', 'val_rows')),
+                  key=lambda k: k != 'loss')  # the training loss next, then as sent
+    parts += [f'{k} {metrics[k]:.4g}' for k in rest[:3 - len(parts)]]
+    return ', '.join(parts)
 
 
 def _events_panel(state):
@@ -675,7 +793,14 @@ def _events_panel(state):
 
 
 def _footer(state):
+    note = state.get('note') or {}
+    if state.get('keys_enabled') and note.get('editing'):
+        return Text.assemble(('note: ', 'bold'), (note.get('text', '') + '_', 'reverse'),
+                             '  Enter: keep it for the next y/n mark, Esc: drop it')
     if state.get('keys_enabled'):
-        return Text.assemble(*[part for key, what in KEY_HELP
+        keys = Text.assemble(*[part for key, what in KEY_HELP
                                for part in ((f' {key} ', 'bold reverse'), f' {what}  ')])
+        if note.get('text'):
+            return Group(keys, Text(f'note for the next mark: {note["text"]}', style='bold'))
+        return keys
     return Text(f'display only: {state.get("input_note") or "keys are off"}', style='dim')

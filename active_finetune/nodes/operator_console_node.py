@@ -15,8 +15,13 @@ the ROS graph and says so when no other node runs or the mux does not.
 Keys (read only when stdin is a terminal; otherwise the console is display-only
 and says so): ``r`` recorder/start, ``s`` recorder/stop, ``d`` recorder/discard,
 ``k`` operator/skip (std_srvs/Trigger, called asynchronously with a deadline,
-results shown as events), ``e`` toggles the estop (std_msgs/Bool on ``estop``,
-reliable + transient local), ``q`` quits.
+results shown as events), ``y``/``n`` mark the episode being recorded a success
+or a failure (recorder/mark_success, std_srvs/SetBool; with a note typed after
+``t`` and ended with Enter, the note goes first on ``recorder/mark`` as an
+EpisodeMark, which the recorder stores in the episode file), ``e`` toggles the
+estop (std_msgs/Bool on ``estop``, reliable + transient local), ``q`` quits.
+The recorder panel says what a stop would save: the operator's mark, the
+simulator's verdict, or UNMARKED with the recorder's ``unmarked_success``.
 
 ``af-console --once`` (or the ``once`` parameter) collects the latched topics
 for ``once_wait_s``, prints one snapshot and exits.
@@ -32,6 +37,7 @@ import threading
 import time
 import tty
 
+from active_finetune import payloads
 from active_finetune.console_view import ConsoleState, OperatorConsoleConfig, render_console
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
@@ -47,11 +53,18 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 from std_msgs.msg import Bool, String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 KEY_SERVICES = {'r': 'recorder/start', 's': 'recorder/stop', 'd': 'recorder/discard',
                 'k': 'operator/skip'}
 """Keys that call a std_srvs/Trigger service, and the service's name."""
+
+MARK_KEYS = {'y': True, 'n': False}
+"""Keys that mark the episode being recorded: success (True) or failure (False)."""
+
+MARK_SERVICE = 'recorder/mark_success'
+MARK_TOPIC = 'recorder/mark'
+NOTE_KEY = 't'
 
 PENDING_CHECK_PERIOD_S = 0.1
 """How often unanswered service calls are checked against their deadline (s)."""
@@ -76,6 +89,8 @@ class OperatorConsoleNode(Node):
         self._pending = []
         self._trigger_clients = {
             name: self.create_client(Trigger, name) for name in KEY_SERVICES.values()}
+        self._trigger_clients[MARK_SERVICE] = self.create_client(SetBool, MARK_SERVICE)
+        self._mark_pub = self.create_publisher(String, MARK_TOPIC, COMMAND_QOS)
         self._estop_pub = self.create_publisher(Bool, 'estop', LATCHED_QOS)
         state = self.console_state
         latched = {'operator/next_task': state.on_next_task,
@@ -121,9 +136,16 @@ class OperatorConsoleNode(Node):
         :param key: a one-character string
         :return: True when the key means something to the console, else False
         """
+        if self.console_state.editing_note:
+            self.console_state.note_key(key)
+            return True
         key = key.lower()
         try:
-            if key in KEY_SERVICES:
+            if key in MARK_KEYS:
+                self.mark_episode(MARK_KEYS[key])
+            elif key == NOTE_KEY:
+                self.console_state.begin_note()
+            elif key in KEY_SERVICES:
                 self.call_trigger(KEY_SERVICES[key])
             elif key == 'e':
                 self.toggle_estop()
@@ -147,18 +169,41 @@ class OperatorConsoleNode(Node):
         """
         return self._trigger_clients[service].service_is_ready()
 
-    def call_trigger(self, service):
+    def mark_episode(self, success):
         """
-        Call a std_srvs/Trigger service asynchronously; its answer, or its absence, is an event.
+        Mark the episode being recorded a success or a failure, with the note typed for it.
 
-        :param service: one of the names in :data:`KEY_SERVICES`
+        The note (if any) goes on ``recorder/mark`` (an EpisodeMark the recorder stores in the
+        episode file), then the verdict through ``recorder/mark_success``, whose answer (or
+        refusal: not recording) is an event; the recorder's status then shows the mark.
+
+        :param success: True for success, False for failure
+        """
+        note = self.console_state.take_note()
+        if note:
+            receivers = self.count_subscribers(MARK_TOPIC)
+            self._mark_pub.publish(String(data=payloads.encode(
+                payloads.EpisodeMark(success=bool(success), note=note))))
+            if receivers:
+                self.console_state.add_event(f'{MARK_TOPIC}: note sent: {note}')
+            else:
+                self.console_state.add_event(
+                    f'{MARK_TOPIC}: note NOT stored, no recorder subscribes: {note}', 'error')
+        self.call_trigger(MARK_SERVICE, SetBool.Request(data=bool(success)))
+
+    def call_trigger(self, service, request=None):
+        """
+        Call a recorder/operator service asynchronously; its answer, or its absence, is an event.
+
+        :param service: one of the names in :data:`KEY_SERVICES`, or :data:`MARK_SERVICE`
+        :param request: the request (default: an empty std_srvs/Trigger request)
         :raises KeyError: for a service the console has no client for
         """
         client = self._trigger_clients[service]
         if not self.service_ready(service):
             self.console_state.add_event(f'{service}: service not available', 'error')
             return
-        future = client.call_async(Trigger.Request())
+        future = client.call_async(Trigger.Request() if request is None else request)
         deadline_s = time.monotonic() + self.config.service_timeout_s
         with self._pending_lock:
             self._pending.append((future, client, service, deadline_s))

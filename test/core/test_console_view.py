@@ -13,7 +13,7 @@ from active_finetune.console_view import PayloadError, render_text
 import pytest
 
 SNAPSHOT_PATH = Path(__file__).resolve().parents[2] / 'docs' / 'console_snapshot.txt'
-UPDATE_SNAPSHOT_ENV = 'AF_UPDATE_CONSOLE_SNAPSHOT'
+SNAPSHOT_RECORD_PATH = SNAPSHOT_PATH.with_suffix('.json')
 
 TASKS = ['reach', 'push', 'pick-place', 'door-open', 'drawer-open', 'drawer-close',
          'button-press-topdown', 'peg-insert-side', 'window-open', 'window-close']
@@ -62,39 +62,6 @@ def recorder_payload(state='recording', task='pick-place', duration_s=8.4, frame
                        'dropped': dropped})
 
 
-def realistic_state(clock):
-    """Build the state behind docs/console_snapshot.txt: mid-way through a 30-demo AMF session."""
-    state = make_state(clock)
-    state.on_policy_status(json.dumps({'state': 'running', 'reason': '', 'task': 'pick-place',
-                                       'version': 1}))
-    clock.advance(3)
-    state.on_trainer_checkpoint(json.dumps({
-        'path': '/data/checkpoints/v0002', 'sha256': 'ab' * 32, 'version': 2, 'round': 1,
-        'demos_used': 12, 'step': 4000, 'metrics': {'train_loss': 0.0123, 'val_loss': 0.0211},
-        'config': {'tasks': TASKS}, 'weights_b64': 'A' * 4000}))
-    clock.advance(1)
-    state.on_policy_status(json.dumps({'state': 'running', 'reason': '', 'task': 'pick-place',
-                                       'version': 2}))
-    clock.advance(20)
-    state.on_trainer_evaluation(json.dumps({
-        'version': 2, 'success': dict(zip(TASKS, [0.4, 0.1, 0.0, 1.0, 1.0, 1.0, 1.0, 0.3, 1.0,
-                                                  1.0])),
-        'mean': 0.68, 'episodes': 10}))
-    state.on_trainer_status(json.dumps({
-        'state': 'waiting', 'round': 2, 'progress': 1.0, 'demos_available': 12,
-        'demos_needed': 18, 'version': 2, 'message': 'version 2 ready (train 41.2 s)'}))
-    clock.advance(2)
-    state.on_next_task(next_task_payload())
-    state.on_estop(False)
-    state.on_mux_status(json.dumps({'source': 'teleop', 'estop': False, 'code': 'ok',
-                                    'reason': ''}))
-    clock.advance(5)
-    state.on_recorder_status(recorder_payload(duration_s=8.4, frames=252, dropped=3))
-    clock.advance(0.6)
-    state.set_input_mode(True, '')
-    return state
-
-
 def lines_with(text, needle):
     return [line for line in text.splitlines() if needle in line]
 
@@ -134,6 +101,69 @@ def test_render_shows_chosen_task_bars_budget_recording_and_estop():
     push = lines_with(text, '0.388')[0].count('\u2588')
     assert best > push > 0
     assert lines_with(text, '0.004')[0].count('\u2588') == 0
+
+
+def recording_status(**fields):
+    payload = {'state': 'recording', 'task': 'push', 'duration_s': 3.0, 'frames': 90,
+               'dropped': 0}
+    payload.update(fields)
+    return json.dumps(payload)
+
+
+def test_recorder_panel_says_what_a_stop_would_save_and_who_decides():
+    state = make_state()
+    state.set_input_mode(True, '')
+    state.on_recorder_status(recording_status(marked=None, success_if_stopped=True,
+                                              success_source='unmarked'))
+    text = render_text(state.snapshot(), width=100, now_s=0.0)
+    assert 'UNMARKED: stop saves it as SUCCESS' in text
+    assert '(unmarked_success); y/n to mark it' in text
+    assert ' y  mark success' in text and ' n  mark failure' in text and ' t  type a note' in text
+    state.on_recorder_status(recording_status(marked=False, note='cube slipped',
+                                              success_if_stopped=False,
+                                              success_source='operator'))
+    text = render_text(state.snapshot(), width=100, now_s=0.0)
+    assert 'marked FAILURE by the operator' in text and 'note: cube slipped' in text
+    assert 'UNMARKED' not in text
+    events = [e['text'] for e in state.snapshot()['events']]
+    assert 'episode marked failure (recorder confirms): cube slipped' in events
+    state.on_recorder_status(recording_status(success_if_stopped=True, success_source='sim'))
+    text = render_text(state.snapshot(), width=100, now_s=0.0)
+    assert 'stop saves it as SUCCESS (sim/success)' in text
+    # An older recorder that does not report its verdict is not shown as unmarked.
+    state.on_recorder_status(recording_status())
+    text = render_text(state.snapshot(), width=100, now_s=0.0)
+    assert 'no verdict reported; y/n to mark it' in text and 'UNMARKED' not in text
+    state.on_recorder_status(json.dumps({'state': 'saved', 'task': 'push'}))
+    text = render_text(state.snapshot(), width=100, now_s=0.0)
+    assert 'stop saves' not in text and 'by the operator' not in text
+
+
+def test_note_typing_keeps_erases_and_drops():
+    state = make_state()
+    state.set_input_mode(True, '')
+    assert not state.editing_note
+    state.begin_note()
+    for key in 'slow grasp!\x7f\x01':  # Backspace erases, other control keys are ignored
+        state.note_key(key)
+    assert state.snapshot()['note'] == {'text': 'slow grasp', 'editing': True}
+    text = render_text(state.snapshot(), width=100, now_s=0.0)
+    assert 'note: slow grasp_' in text and 'Enter: keep it for the next y/n mark' in text
+    state.note_key('\r')
+    assert not state.editing_note
+    text = render_text(state.snapshot(), width=100, now_s=0.0)
+    assert 'note for the next mark: slow grasp' in text and ' r  record' in text
+    assert state.take_note() == 'slow grasp' and state.take_note() == ''
+    state.begin_note()
+    state.note_key('x')
+    state.note_key('\x1b')
+    assert state.snapshot()['note'] == {'text': '', 'editing': False}
+    events = [e['text'] for e in state.snapshot()['events']]
+    assert events[-2:] == ['note kept for the next mark: slow grasp', 'note dropped']
+    state.begin_note()
+    for _ in range(300):
+        state.note_key('a')
+    assert len(state.take_note()) == 200 and not state.editing_note
 
 
 def test_tasks_are_sorted_by_score_and_show_demos_and_success():
@@ -409,14 +439,53 @@ def utc():
     time.tzset()
 
 
-def test_docs_snapshot_matches_the_realistic_state(utc):
-    clock = FakeClock()
-    text = render_text(realistic_state(clock).snapshot(), width=100, now_s=clock.monotonic)
-    if os.environ.get(UPDATE_SNAPSHOT_ENV):
-        SNAPSHOT_PATH.write_text(text)
-    assert 'pick-place' in text and 'ESTOP' not in text
+def test_docs_snapshot_is_the_console_of_a_real_run(utc):
+    """
+    docs/console_snapshot.txt is what the console made of the payloads a real sim run sent.
+
+    scripts/console_snapshot.py wrote it with docs/console_snapshot.json: the console's state
+    and the newest payload of each topic as the nodes sent it.  The text must be the rendering
+    of that state, every payload must be valid, and feeding those payloads to a fresh console
+    must give the same state (so nothing in the snapshot is made up).
+    """
+    record = json.loads(SNAPSHOT_RECORD_PATH.read_text())
+    state = record['state']
+    text = render_text(state, width=record['width'], now_s=record['now_s'])
     assert SNAPSHOT_PATH.read_text() == text, (
-        f'docs/console_snapshot.txt is out of date: rerun with {UPDATE_SNAPSHOT_ENV}=1')
+        'docs/console_snapshot.txt is not the rendering of docs/console_snapshot.json: rerun '
+        'scripts/console_snapshot.py')
+    received = record['payloads']
+    assert set(received) >= {'operator/next_task', 'recorder/status', 'policy/status',
+                             'trainer/status', 'trainer/checkpoint', 'trainer/evaluation',
+                             'mux/status'}
+    fresh = make_state(max_events=50)
+    handlers = {'operator/next_task': fresh.on_next_task,
+                'recorder/status': fresh.on_recorder_status,
+                'policy/status': fresh.on_policy_status, 'trainer/status': fresh.on_trainer_status,
+                'trainer/checkpoint': fresh.on_trainer_checkpoint,
+                'trainer/evaluation': fresh.on_trainer_evaluation,
+                'mux/status': fresh.on_mux_status}
+    keys = {'operator/next_task': 'next_task', 'recorder/status': 'recorder',
+            'policy/status': 'policy', 'trainer/status': 'trainer',
+            'trainer/checkpoint': 'checkpoint', 'trainer/evaluation': 'evaluation',
+            'mux/status': 'mux'}
+    for topic, payload in received.items():
+        parse_payload(topic, payload)  # raises for an invalid payload
+        handlers[topic](payload)
+    rebuilt = fresh.snapshot()
+    assert not [e for e in rebuilt['events'] if 'malformed' in e['text']]
+    for topic, key in keys.items():
+        assert {k: v for k, v in rebuilt[key].items() if k != 'received_s'} == \
+            {k: v for k, v in state[key].items() if k != 'received_s'}, topic
+    # The trainer's own metrics and progress are shown, not made-up ones.
+    metrics = json.loads(received['trainer/checkpoint'])['metrics']
+    one_column = render_text(state, width=90, now_s=record['now_s'])
+    flat = ' '.join(one_column.replace('\u2502', ' ').split())
+    assert f'val_mse {metrics["val_mse"]:.4g} (start {metrics["val_mse_start"]:.4g})' in flat
+    assert f'loss {metrics["loss"]:.4g}' in flat
+    trainer = json.loads(received['trainer/status'])
+    assert trainer['state'] == 'training' and 0 < trainer['progress'] < 1
+    assert f'{trainer["progress"]:.0%} round {trainer["round"]}' in text
 
 
 JUNK_PAYLOADS = ['null', '0', '"text"', '{}', '{"state": {}}', '{"state": "x", "task": 5}',

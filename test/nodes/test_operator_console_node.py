@@ -16,11 +16,12 @@ from active_finetune.nodes.command_mux_node import CommandMuxNode
 from active_finetune.nodes.operator_console_node import KEY_SERVICES, KeyReader, \
     OperatorConsoleNode
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
+from active_finetune.payloads import decode_episode_mark, EpisodeMark
 import pytest
 import rclpy
 from rclpy.parameter import Parameter
 from std_msgs.msg import Bool, String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,6 +158,40 @@ def test_keys_call_the_trigger_services_and_show_the_answers(ros, wait_for):
     assert 'recorder/discard: refused: nothing to discard' in texts
     assert console.handle_key('R') is True  # upper case works too
     assert wait_for(lambda: servers.count('recorder/start') == 2, 5.0)
+
+
+def test_mark_keys_send_the_verdict_and_the_typed_note_to_the_recorder(ros, wait_for):
+    """Key t types a note (Enter keeps it); y/n send it on recorder/mark, call mark_success."""
+    verdicts = []
+
+    def mark_success(request, response):
+        verdicts.append(request.data)
+        response.success, response.message = True, 'episode 4 marked'
+        return response
+
+    ros.node.create_service(SetBool, 'recorder/mark_success', mark_success)
+    marks = ros.collect(String, 'recorder/mark', COMMAND_QOS)
+    console = start_console(ros, max_events=20)
+    assert wait_for(lambda: console.service_ready('recorder/mark_success'), 5.0)
+    assert wait_for(lambda: console.count_subscribers('recorder/mark') >= 1, 5.0)
+    assert console.handle_key('y') is True  # no note: only the service
+    assert wait_for(lambda: verdicts == [True], 5.0)
+    assert wait_for(lambda: has_event(console, 'recorder/mark_success: ok: episode 4 marked'),
+                    5.0)
+    for key in 'tcube fell!\x7f\r':  # q, y and n typed into the note are text, not commands
+        assert console.handle_key(key) is True
+    assert console.console_state.snapshot()['note'] == {'text': 'cube fell', 'editing': False}
+    assert console.handle_key('n') is True
+    assert wait_for(lambda: verdicts == [True, False], 5.0)
+    assert wait_for(lambda: len(marks) == 1, 5.0)
+    assert decode_episode_mark(marks.last.data) == EpisodeMark(success=False, note='cube fell')
+    assert console.console_state.snapshot()['note'] == {'text': '', 'editing': False}
+    for key in 'tquit\x1b':  # Esc drops the note; q inside it did not quit
+        console.handle_key(key)
+    assert not console.quit_requested.is_set()
+    console.handle_key('y')
+    assert wait_for(lambda: verdicts == [True, False, True], 5.0)
+    assert len(marks) == 1 and has_event(console, 'note dropped')
 
 
 def test_missing_and_silent_services_are_reported(ros, wait_for):
