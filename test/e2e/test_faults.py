@@ -63,6 +63,9 @@ def loop(tmp_path):
         'trainer.dataset_dir': str(dataset), 'trainer.checkpoint_dir': str(tmp_path / 'ckpt'),
         'trainer.demos_per_round': 1, 'trainer.steps': 400, 'trainer.evaluate_episodes': 0,
         'trainer.log_dir': '', 'task_selector.sim_rollouts_per_task': 0,
+        # the rounds must train (and report progress) even when a scripted demo fails on a
+        # loaded machine: the test is about crash safety, not demo quality
+        'trainer.train_on_failed_demos': True,
     }
     context = rclpy.Context()
     rclpy.init(context=context)
