@@ -68,6 +68,8 @@ GOAL_FPS = 10.0
 GOAL_ADDED_MS = 150.0
 STREAMS = ('policy', 'full')
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+PAGE_ANSWER_S = 15.0
+"""A page that does not answer a call within this is counted as drawing nothing."""
 
 RESET_PAGE = """() => {
   window.afStats.latencyMs = [];
@@ -422,7 +424,7 @@ def open_pages(launch, url, count, timeout_s):
         if bounded_evaluate(page, DRAWING, left_s):
             ready.append(round(time.monotonic() - started, 1))
         else:
-            ready.append(bounded_evaluate(page, STATS, 10.0) or 'page did not answer')
+            ready.append(bounded_evaluate(page, STATS, PAGE_ANSWER_S) or 'page did not answer')
     return pages, ready
 
 
@@ -492,11 +494,12 @@ def run_phase(spec, name, args, graph, watcher, meter, launch, url):
             pages, ready = open_pages(launch, url, count, args.page_timeout_s)
         try:
             time.sleep(args.warmup_s)
-            resets = [bounded_evaluate(page, RESET_PAGE, 10.0) for page in pages]
+            resets = [bounded_evaluate(page, RESET_PAGE, PAGE_ANSWER_S) for page in pages]
             cpu_start = meter.sample()
             start_s, end_s = measure(graph, args.phase_s)
             cpu_end = meter.sample()
-            reads = [bounded_evaluate(page, READ_PAGE, 10.0) for page in pages]
+            reads = [bounded_evaluate(page, READ_PAGE, PAGE_ANSWER_S) if reset else None
+                     for page, reset in zip(pages, resets)]
             offsets = [clock_offset_ms(page) if read else (None, None)
                        for page, read in zip(pages, reads)]
         finally:
@@ -581,7 +584,10 @@ def main(argv=None):
     graph = GraphRunner('sim', overrides=overrides, log_dir=Path(tmp.name) / 'logs',
                         env={'ROS_DOMAIN_ID': str(domain_id),
                              'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST'})
-    dashboard_config = graph.graph.node('dashboard').parameters
+    from active_finetune.dashboard.config import DashboardConfig
+    dashboard_config = DashboardConfig(**{
+        k: v for k, v in graph.graph.node('dashboard').parameters.items()
+        if k in DashboardConfig.__dataclass_fields__})
     try:
         graph.start()
         meter = CpuMeter({name: graph.pid(name)
@@ -634,7 +640,7 @@ def main(argv=None):
         'git': git,
         'graph': 'sim (no scripted operator, no sim rollouts, trainer idle); policy task '
                  f'{TASK}',
-        'dashboard': {k: dashboard_config.get(k) for k in (
+        'dashboard': {k: getattr(dashboard_config, k) for k in (
             'camera_fps', 'jpeg_quality', 'policy_image_size', 'full_max_width')},
         'goal': {'fps_min': GOAL_FPS, 'added_latency_max_ms': GOAL_ADDED_MS},
         'definitions': {
