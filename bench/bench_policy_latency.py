@@ -401,7 +401,8 @@ def run_phase(args, name, trigger, control_rate_hz, frames, path, announcements=
     for index, announcement in enumerate(announcements):
         time.sleep(run_s / (len(announcements) + 1))
         peer.checkpoint_pub.publish(String(data=json.dumps(announcement)))
-    robot_report = report.get(timeout=run_s + 120.0)
+    # Generous: on a loaded machine the process takes minutes to start and frames come late.
+    robot_report = report.get(timeout=10.0 * run_s + 600.0)
     with peer.lock:
         actions = list(peer.actions)
         statuses = list(peer.statuses)
