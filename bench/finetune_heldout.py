@@ -99,8 +99,10 @@ def main(argv=None):
     ks = sorted(map(int, args.k.split(',')))
     step_counts = list(map(int, args.steps.split(',')))
     t_start = time.perf_counter()
-    before = evaluate_policy(policy, policy.config.tasks, args.episodes, sim, base_seed=10_000,
-                             workers=args.workers, progress=False)
+    # Without the joint round only the held-out tasks' success before fine-tuning is needed.
+    before = evaluate_policy(policy, tasks if args.skip_joint else policy.config.tasks,
+                             args.episodes, sim, base_seed=10_000, workers=args.workers,
+                             progress=False)
     print(json.dumps({'before': before}), flush=True)
     demos = {t: collect_demos({t: ks[-1]}, SimConfig(image_size=sim.image_size, camera=camera),
                               base_seed=args.seed + 500, noise_std=args.noise_std,
