@@ -35,6 +35,37 @@ MODES = {'simulator_per_episode': 1, 'simulator_per_worker': None}
 """Name -> evaluate_policy chunk_size."""
 
 
+def write_record(args, argv, sim_config, tasks, load_before, runs, rates):
+    """
+    Write the results so far (after every run, so a run stopped early leaves its numbers).
+
+    :return: the record written
+    """
+    medians = {name: float(np.median(values)) for name, values in runs.items() if values}
+    complete = len(medians) == len(MODES)
+    record = {
+        'benchmark': 'bench/bench_eval_workers.py',
+        'command': ' '.join(shlex.quote(a) for a in [
+            '.venv/bin/python', 'bench/bench_eval_workers.py',
+            *(sys.argv[1:] if argv is None else argv)]),
+        'checkpoint': Path(args.checkpoint).name, 'tasks': tasks,
+        'episodes_per_task': args.episodes, 'max_steps': args.max_steps,
+        'image_size': sim_config.image_size, 'workers': args.workers, 'rounds': args.rounds,
+        'rounds_completed': min(len(values) for values in runs.values()),
+        'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(),
+                    'mujoco_gl': os.environ.get('MUJOCO_GL')},
+        'load_average_before': load_before, 'load_average_after': os.getloadavg(),
+        'seconds': runs, 'median_s': medians,
+        'speedup': round(medians['simulator_per_episode'] / medians['simulator_per_worker'], 2)
+        if complete else None,
+        'success_rates': rates,
+        'same_success_rates': complete and (rates['simulator_per_episode']
+                                            == rates['simulator_per_worker']),
+    }
+    atomic_write_bytes(Path(args.out), (json.dumps(record, indent=1) + '\n').encode())
+    return record
+
+
 def main(argv=None):
     """
     Run the benchmark and write the JSON results.
@@ -73,25 +104,11 @@ def main(argv=None):
                 raise RuntimeError(f'{name}: success rates changed between rounds: {result} '
                                    f'against {rates[name]}')
             print(f'round {round_index + 1} {name}: {seconds:.1f} s {result}', flush=True)
-    same = rates['simulator_per_episode'] == rates['simulator_per_worker']
-    medians = {name: float(np.median(values)) for name, values in runs.items()}
-    record = {
-        'benchmark': 'bench/bench_eval_workers.py',
-        'command': ' '.join(shlex.quote(a) for a in [
-            '.venv/bin/python', 'bench/bench_eval_workers.py',
-            *(sys.argv[1:] if argv is None else argv)]),
-        'checkpoint': Path(args.checkpoint).name, 'tasks': tasks,
-        'episodes_per_task': args.episodes, 'max_steps': args.max_steps,
-        'image_size': sim_config.image_size, 'workers': args.workers, 'rounds': args.rounds,
-        'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(),
-                    'mujoco_gl': os.environ.get('MUJOCO_GL')},
-        'load_average_before': load_before, 'load_average_after': os.getloadavg(),
-        'seconds': runs, 'median_s': medians,
-        'speedup': round(medians['simulator_per_episode'] / medians['simulator_per_worker'], 2),
-        'success_rates': rates, 'same_success_rates': same,
-    }
-    atomic_write_bytes(Path(args.out), (json.dumps(record, indent=1) + '\n').encode())
-    print(f"speed-up {record['speedup']}x, same success rates: {same}; wrote {args.out}")
+            write_record(args, argv, sim_config, tasks, load_before, runs, rates)
+    record = write_record(args, argv, sim_config, tasks, load_before, runs, rates)
+    print(f"speed-up {record['speedup']}x, same success rates: {record['same_success_rates']}; "
+          f'wrote {args.out}')
+    same = record['same_success_rates']
     return 0 if same else 1
 
 
