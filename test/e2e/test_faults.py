@@ -61,7 +61,7 @@ def loop(tmp_path):
         'task_selector.budget': 3, 'task_selector.demos_per_round': 1,
         'task_selector.dataset_dir': str(dataset), 'demo_recorder.dataset_dir': str(dataset),
         'trainer.dataset_dir': str(dataset), 'trainer.checkpoint_dir': str(tmp_path / 'ckpt'),
-        'trainer.demos_per_round': 1, 'trainer.steps': 400, 'trainer.evaluate_episodes': 0,
+        'trainer.demos_per_round': 1, 'trainer.steps': 200, 'trainer.evaluate_episodes': 0,
         'trainer.log_dir': '', 'task_selector.sim_rollouts_per_task': 0,
         # the rounds must train (and report progress) even when a scripted demo fails on a
         # loaded machine: the test is about crash safety, not demo quality
@@ -127,8 +127,8 @@ def test_killed_recorder_and_trainer_lose_nothing_and_the_loop_goes_on(loop):
     assert file_sha256(first['path']) == saved[0]['sha256']
 
     # 2. kill -9 the trainer (and its training process) in the middle of round 0.
-    # Progress is reported every 100 steps: the first report after step 0 (0.25 of 400 steps)
-    # leaves three quarters of the round to go.
+    # Progress is reported every 100 steps: the first report after step 0 (0.5 of 200 steps)
+    # leaves half of the round's steps, then the checkpoint, to go.
     wait_until(graph, lambda: any(s['state'] == 'training' and s['round'] == 0
                                   and s['progress'] > 0 for s in watcher.get('trainer/status')),
                'round 0 training steps under way', deadline)
