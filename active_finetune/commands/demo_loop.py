@@ -252,6 +252,7 @@ def main(argv=None):
         'trainer.evaluate_max_steps': args.eval_max_steps,
         'trainer.log_dir': str(out / 'tensorboard'),
         'policy.checkpoint_path': args.checkpoint,
+        'dashboard.dataset_dir': str(out / 'episodes'),
     }
     console.print(f'[bold]active fine-tuning in simulation[/]: strategy {args.strategy}, budget '
                   f'{args.budget} demos, {args.demos_per_round} per round, run directory {out}')
