@@ -180,8 +180,9 @@ def test_old_single_file_episodes_still_load_list_and_hash(tmp_path):
     assert set(by_name) == {'episode_000001_reach.mcap', 'episode_000002_push.mcap'}
     assert by_name['episode_000001_reach.mcap']['bag_path'] is None
     assert by_name['episode_000001_reach.mcap']['sha256'] == file_sha256(old)
+    # The recorder indexes the old file it finds at start-up, before it records the new one.
     assert [e['file'] for e in read_index(dataset)] == [
-        'episode_000002_push/episode_000002_push.mcap', 'episode_000001_reach.mcap']
+        'episode_000001_reach.mcap', 'episode_000002_push/episode_000002_push.mcap']
 
 
 def test_crash_before_metadata_yaml_is_indexed_and_completed(tmp_path):
