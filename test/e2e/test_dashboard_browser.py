@@ -230,10 +230,20 @@ def test_dashboard_shows_the_sim_loop_and_its_buttons_act_through_the_nodes(sim_
         wait_until(graph, lambda: page.text_content('#estop-banner').startswith('estop off'),
                    'the banner showing the estop released', deadline)
 
-        # No node is reported missing while the whole graph runs; the camera is live.
-        codes = page.evaluate('window.afState.warnings.map((w) => w.code)')
-        assert not {'no_nodes', 'nodes_missing', 'mux_missing', 'camera_none',
-                    'camera_stale'} & set(codes), codes
+        # No node is reported missing while the whole graph runs; the camera is live.  The
+        # dashboard looks at the ROS graph once a second and DDS discovery can lag under load,
+        # so the page must get there (graph.check() fails the wait at once if a node died).
+        unwanted = {'no_nodes', 'nodes_missing', 'mux_missing', 'camera_none', 'camera_stale'}
+
+        def graph_warnings():
+            return [w for w in page.evaluate('window.afState.warnings')
+                    if w['code'] in unwanted]
+
+        clear_deadline = time.monotonic() + 60.0
+        while graph_warnings() and time.monotonic() < clear_deadline:
+            graph.check()
+            time.sleep(0.5)
+        assert graph_warnings() == []
         assert page.evaluate('window.afStats.errors') == []
         browser.close()
     graph.check()
