@@ -53,13 +53,13 @@ from pathlib import Path
 import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
+
+from active_finetune.dashboard.probe import free_port, get_state
 
 import numpy as np
 
@@ -348,22 +348,6 @@ class Watcher:
         self.executor.shutdown()
         self.node.destroy_node()
         self.rclpy.try_shutdown(context=self.context)
-
-
-def free_port():
-    """:return: a free TCP port on the loopback interface."""
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
-
-
-def get_state(url):
-    """:return: the dashboard's /api/state, or None when it does not answer."""
-    try:
-        with urllib.request.urlopen(url + 'api/state', timeout=3) as answer:
-            return json.loads(answer.read())
-    except (OSError, ValueError):
-        return None
 
 
 def wait_for(graph, predicate, what, timeout_s):

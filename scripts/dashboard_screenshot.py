@@ -15,32 +15,13 @@ Usage, from the repository root::
 """
 
 import argparse
-import json
 import os
 from pathlib import Path
 import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
-import urllib.request
-
-
-def free_port():
-    """:return: a free TCP port on the loopback interface."""
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
-
-
-def get_state(url):
-    """:return: the dashboard's /api/state, or None when it does not answer."""
-    try:
-        with urllib.request.urlopen(url + 'api/state', timeout=3) as answer:
-            return json.loads(answer.read())
-    except (OSError, ValueError):
-        return None
 
 
 def loop_progress(state, rounds):
@@ -84,6 +65,7 @@ def main(argv=None):
                         help='how long the page may take to load and draw (a loaded machine)')
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from active_finetune.dashboard.probe import free_port, get_state
     from active_finetune.runner import GraphRunner, read_log_tail
     from playwright.sync_api import sync_playwright
 

@@ -15,11 +15,11 @@ import json
 import os
 import random
 import shutil
-import socket
 import threading
 import time
 import urllib.request
 
+from active_finetune.dashboard.probe import free_port
 from active_finetune.nodes.qos import LATCHED_QOS
 from active_finetune.runner import GraphRunner, read_log_tail
 import pytest
@@ -57,12 +57,6 @@ WATCH_BANNER = """() => {
   new MutationObserver(note).observe(banner, watched);
   note();
 }"""
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 def launch_browser(playwright):
