@@ -190,10 +190,22 @@ def test_dashboard_shows_the_sim_loop_and_its_buttons_act_through_the_nodes(sim_
         assert page.text_content('#budget-left') == str(next_task['budget_remaining'])
 
         # Record: the recorder reports recording, and the page shows the recorder's answer.
-        page.click('[data-testid=record-start]')
-        result = wait_until(graph, lambda: last_result(page, 'record_start'), 'record result',
-                            deadline)
-        assert result['ok'], result
+        # Until the latched operator/next_task reaches the recorder (discovery can lag the page),
+        # it rightly refuses with "no task"; click again then, never on any other refusal.
+        wait_until(graph, lambda: watcher.get('recorder/status'), 'recorder/status', deadline)
+        clicks = 0
+        while True:
+            page.click('[data-testid=record-start]')
+            clicks += 1
+            wait_until(graph, lambda: page.evaluate(
+                '(a) => window.afStats.results.filter((r) => r.action === a).length',
+                'record_start') >= clicks, 'record result', deadline)
+            result = last_result(page, 'record_start')
+            if result['ok'] or 'no task' not in result.get('message', '') or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        assert result['ok'], result.get('message')
         assert result['message'].startswith('recorder/start: recording ')
         wait_until(graph, lambda: any(s['state'] == 'recording'
                                       for _, s in watcher.get('recorder/status')),
