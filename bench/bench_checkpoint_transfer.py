@@ -40,13 +40,12 @@ import os
 from pathlib import Path
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench.bench_fault_inputs import Bench, resident_mb
+from bench.bench_fault_inputs import Bench, resident_mb, stop_group
 import numpy as np
 
 CHECKPOINT = 'checkpoints/pretrained_mt10_skewed'
@@ -271,12 +270,7 @@ def run_policy(args, env, domain_id, run_dir, trainer, checkpoints):
             print(phase, json.dumps(result), flush=True)
     finally:
         bench.close()
-        os.killpg(policy.pid, signal.SIGTERM)
-        try:
-            policy.wait(20.0)
-        except subprocess.TimeoutExpired:
-            os.killpg(policy.pid, signal.SIGKILL)
-            policy.wait()
+        stop_group(policy)
         log.close()
     return phases
 

@@ -43,6 +43,21 @@ CHECKPOINT = 'checkpoints/pretrained_mt10_skewed'
 TASK = 'reach-v3'
 
 
+def stop_group(process, timeout_s=20.0):
+    """
+    Stop a ``start_new_session`` child's process group: SIGTERM, then SIGKILL after ``timeout_s``.
+
+    :param process: the group leader's Popen
+    :param timeout_s: seconds to wait for a clean exit
+    """
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def resident_mb(pid):
     """
     Read a process's resident memory.
@@ -278,12 +293,7 @@ def main(argv=None):
             print(phase, json.dumps(result), flush=True)
     finally:
         bench.close()
-        os.killpg(policy.pid, signal.SIGTERM)
-        try:
-            policy.wait(20.0)
-        except subprocess.TimeoutExpired:
-            os.killpg(policy.pid, signal.SIGKILL)
-            policy.wait()
+        stop_group(policy)
     if args.output:
         Path(args.output).write_text(json.dumps(summary, indent=2) + '\n')
     return 0
