@@ -21,7 +21,7 @@ COMMANDS = {
     'af-pretrain': 'active_finetune.commands.pretrain:main',
     'af-evaluate': 'active_finetune.commands.evaluate:main',
     'af-experiment': 'active_finetune.commands.experiment:main',
-    'af-demo-loop': 'active_finetune.commands.demo_loop:main',
+    'af-main-job': 'active_finetune.commands.main_job:main',
     'af-runner': 'active_finetune.runner:main',
     'af-console': 'active_finetune.nodes.operator_console_node:main',
     'af-export': 'active_finetune.commands.export:main',

@@ -8,7 +8,7 @@ spends (``time.thread_time``) does not.  For each path this times, per 640x480 f
   ``policy_stream``: :func:`active_finetune.policy.inputs.resize_image` to 96x96 and its message)
   and the serialisation DDS does (``rclpy.serialization.serialize_message``);
 - policy: what the policy node does before the network (deserialise the raw message,
-  ``image_to_rgb``, and the resize to the model's input size that ``PolicyRunner`` applies:
+  ``image_to_rgb``, and the resize to the model's input size that ``PolicyInference`` applies:
   a 640x480 -> 96x96 area resize on the full path, a no-op on the stream).
 
 The paths alternate frame by frame, so both see the same machine.  Writes

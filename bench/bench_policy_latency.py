@@ -17,7 +17,7 @@ blocks so that the machine's load falls on both alike:
 
 - ``full``: the camera node publishes only ``camera/image_raw`` (``policy_image_size`` 0) and the
   policy subscribes it: two DDS hops of a 921 kB frame, and the policy resizes it in
-  ``PolicyRunner.act``;
+  ``PolicyInference.act``;
 - ``policy_stream``: the camera node also publishes ``camera/image_policy``, each frame resized at
   the source to the policy's input size (96x96), and the policy subscribes that; the resize is
   then part of the overhead beyond the model, not of ``act``.
@@ -27,7 +27,7 @@ Phases:
 1. ``latency_<trigger>`` (full path) and ``latency_<trigger>_policy_stream`` for each
    ``--triggers`` value (``image``: one action per new frame; ``timer``: one action per control
    period on the newest frame, so latency includes waiting for the next tick): end-to-end p50/p99,
-   the node's own time from image arrival to publish, the time in ``PolicyRunner.act`` (resize,
+   the node's own time from image arrival to publish, the time in ``PolicyInference.act`` (resize,
    batch, forward) and in the network alone, and the overhead beyond the model (end-to-end minus
    ``act``, percentile by percentile).
 2. ``swap``: a 30 Hz timer-driven run on the policy stream during which ``--swaps`` checkpoints are
@@ -131,7 +131,7 @@ def network_forward_s(runner, repeats=300):
     """
     Time the network alone on a ready batch (no resize, no conversion).
 
-    :param runner: PolicyRunner
+    :param runner: PolicyInference
     :param repeats: forward passes timed
     :return: list of seconds
     """
@@ -455,15 +455,15 @@ def summarise(runs):
         'recorder_frames_received': sum(run['recorder_frames'] for run in runs),
         'image_to_action': percentiles_ms(merged['e2e_s']),
         'node_image_arrival_to_publish': percentiles_ms(merged['node_s']),
-        'policy_runner_act': percentiles_ms(merged['act_s']),
+        'policy_inference_act': percentiles_ms(merged['act_s']),
     }
     if merged['network_s']:
         result['network_forward_only'] = percentiles_ms(merged['network_s'])
     if merged['e2e_s'] and merged['act_s']:
         result['overhead_beyond_model_p50_ms'] = result['image_to_action']['p50_ms'] - \
-            result['policy_runner_act']['p50_ms']
+            result['policy_inference_act']['p50_ms']
         result['overhead_beyond_model_p99_ms'] = result['image_to_action']['p99_ms'] - \
-            result['policy_runner_act']['p99_ms']
+            result['policy_inference_act']['p99_ms']
     if trigger == 'timer':
         gaps = np.concatenate([np.diff(np.array([a[0] for a in run['actions']]))
                                for run in runs])
@@ -565,7 +565,7 @@ def main(argv=None):
                  'torch': torch.__version__,
                  'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         'latency': 'arrival of policy/twist minus the capture stamp of the image it acted on '
-                   '(system clock, same host); overhead = that minus PolicyRunner.act. Source: '
+                   '(system clock, same host); overhead = that minus PolicyInference.act. Source: '
                    "the package's camera node on a bench device (640x480 at camera_rate_hz) in "
                    'a process of its own, with joint states, poses and a recorder stand-in that '
                    'subscribes camera/image_raw on both paths; the policy node and the twist '

@@ -1,8 +1,8 @@
 """
 Demos recorded through ROS fine-tune as well as the same demos collected in-process (issue 10).
 
-Input: a run directory of the main job (``bash scripts/demo.sh``, i.e.
-``active_finetune.commands.demo_loop``).  Its ``episodes/episodes.jsonl`` indexes the rosbag2
+Input: a run directory of the main job (``bash scripts/main_job.sh``, i.e.
+``active_finetune.commands.main_job``).  Its ``episodes/episodes.jsonl`` indexes the rosbag2
 episodes the recorder wrote (sim bridge -> teleop topics -> command mux -> recorder -> MCAP),
 each with the ``request_id`` of the operator request it demonstrates.  The sim bridge resets a
 demonstration with ``episode_seed(seed, PURPOSE_DEMO, task, request_id)`` and demonstrates it with
@@ -345,9 +345,9 @@ def main(argv=None):
     parser.add_argument('--run', default=str(REPOSITORY_ROOT / 'runs' / 'main_new'),
                         help='main-job run directory (episodes/, logs/)')
     parser.add_argument('--fallback-run', default=str(REPOSITORY_ROOT / 'runs' / 'main_mse'),
-                        help='run to use when --run has no demo_loop.json by --wait-until')
+                        help='run to use when --run has no main_job.json by --wait-until')
     parser.add_argument('--wait-until', default='',
-                        help='wait for <run>/demo_loop.json until this UTC time (HH:MM today); '
+                        help='wait for <run>/main_job.json until this UTC time (HH:MM today); '
                              "'' = do not wait")
     parser.add_argument('--checkpoint', default=str(REPOSITORY_ROOT / 'checkpoints'
                                                     / 'pretrained_mt10_skewed'))
@@ -389,13 +389,14 @@ def main(argv=None):
         now = time.gmtime()
         until = calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, hour, minute, 0))
         t0 = time.perf_counter()
-        if not wait_for(run_dir / 'demo_loop.json', until):
-            print(f'{run_dir}/demo_loop.json did not appear by {args.wait_until} UTC; '
+        if not wait_for(run_dir / 'main_job.json', until):
+            print(f'{run_dir}/main_job.json did not appear by {args.wait_until} UTC; '
                   f'using {args.fallback_run}', flush=True)
             run_dir = Path(args.fallback_run)
         waited_s = time.perf_counter() - t0
-    if not (run_dir / 'demo_loop.json').exists():
-        raise SystemExit(f'{run_dir} is not a finished main-job run (no demo_loop.json)')
+    # Runs made before the main job's rename wrote demo_loop.json.
+    if not any((run_dir / name).exists() for name in ('main_job.json', 'demo_loop.json')):
+        raise SystemExit(f'{run_dir} is not a finished main-job run (no main_job.json)')
 
     checkpoint_config = read_checkpoint_config(args.checkpoint)
     image_size = int(checkpoint_config['policy']['image_size'])

@@ -12,7 +12,7 @@ import logging
 import time
 
 from active_finetune.amf.targets import build_embeddings, TargetConfig
-from active_finetune.policy.runner import PolicyRunner
+from active_finetune.policy.inference import PolicyInference
 from active_finetune.sim.rollouts import (
     collect_demos, evaluate_policy, PURPOSE_TARGET)
 from active_finetune.training.bc import DemoDataset, train_bc, TrainConfig
@@ -82,7 +82,7 @@ def select_next_tasks(strategy, policy, tasks, demos, rollouts, config, pretrain
     if strategy.needs_embeddings:
         from dataclasses import replace
         target_config = replace(config.targets, seed=config.seed * 1000 + round_index)
-        emb = build_embeddings(PolicyRunner(policy), tasks, demos, rollouts, target_config,
+        emb = build_embeddings(PolicyInference(policy), tasks, demos, rollouts, target_config,
                                pretraining)
         inputs = SelectionInputs(
             targets=emb['targets'], candidates=emb['candidates'], demos=emb['demos'],

@@ -89,7 +89,7 @@ def embed(runner, task, rows, kind='loss_gradient', batch_size=256):
     """
     Embed observations paired with ``task``.
 
-    :param runner: a :class:`PolicyRunner`
+    :param runner: a :class:`PolicyInference`
     :param task: task name c in x = (s, c)
     :param rows: :class:`StateRows`
     :param kind: 'loss_gradient' (expected loss-gradient w.r.t. the last layer) or 'features'
@@ -117,7 +117,7 @@ def action_log_likelihood(runner, task, rows, batch_size=256):
     """
     Log pi(a | s, c) of the recorded actions under the policy for ``task``.
 
-    :param runner: a :class:`PolicyRunner`
+    :param runner: a :class:`PolicyInference`
     :param task: task name
     :param rows: :class:`StateRows` with actions
     :param batch_size: rows per forward pass

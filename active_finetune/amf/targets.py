@@ -81,7 +81,7 @@ def trajectory_log_ratio(runner, task, episode, own_log_likelihood=None):
 
     c_i is the task the episode was recorded for; the ratio of an episode of ``task`` itself is 0.
 
-    :param runner: :class:`PolicyRunner` of the current policy
+    :param runner: :class:`PolicyInference` of the current policy
     :param task: the task whose state distribution the episode stands in for
     :param episode: an :class:`Episode` with actions
     :param own_log_likelihood: sum_t log pi(a_t | s_t, c_i) if already computed
@@ -99,7 +99,7 @@ def task_state_sets(runner, tasks, demos, rollouts, config, pretraining=()):
     """
     Build the weighted state set of every task.
 
-    :param runner: :class:`PolicyRunner` of the current policy
+    :param runner: :class:`PolicyInference` of the current policy
     :param tasks: task names
     :param demos: list of demo :class:`Episode` collected so far (any task)
     :param rollouts: dict task -> list of the current policy's rollout episodes of that task
@@ -160,7 +160,7 @@ def build_embeddings(runner, tasks, demos, rollouts, config, pretraining=()):
     """
     Everything AMF's selection needs, as arrays.
 
-    :param runner: :class:`PolicyRunner` of the current policy
+    :param runner: :class:`PolicyInference` of the current policy
     :param tasks: candidate and target tasks
     :param demos: demos collected so far
     :param rollouts: dict task -> current policy rollouts

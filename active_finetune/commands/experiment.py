@@ -155,6 +155,20 @@ def follow_progress(result, progress, bar, poll_s=0.5):
     return result.get()
 
 
+def pretrain_seed(args):
+    """
+    Pretrain (or find cached) the policy of one seed, in a pool worker with one torch thread.
+
+    :param args: (out dir, experiment spec dict, seed)
+    :return: the seed
+    """
+    out, spec, seed = args
+    import torch
+    torch.set_num_threads(1)
+    _pretrained(out, spec, seed)
+    return seed
+
+
 def run_one(args):
     """
     One (strategy, seed) run; writes its JSON after every round.
@@ -651,12 +665,14 @@ def main(argv=None):
                      f'use a new --out to change settings')
     _write_json(spec_path, spec)
     variants = parse_variants(args.strategies)
-    # Pretrain every seed once before the runs share it.
-    for seed in tqdm(range(args.seeds), desc='pretrain'):
-        _pretrained(out, spec, seed)
     ctx = multiprocessing.get_context('spawn')
     # The runs report each round on a queue, so the bar moves within a run, not only at its end.
     with ctx.Manager() as manager, ctx.Pool(max(1, args.workers)) as pool:
+        # Pretrain every seed once (one seed per worker) before the runs share it.
+        pretrain_jobs = [(out, spec, seed) for seed in range(args.seeds)]
+        for _ in tqdm(pool.imap_unordered(pretrain_seed, pretrain_jobs), total=args.seeds,
+                      desc='pretrain'):
+            pass
         progress = manager.Queue()
         jobs = [(out, spec, v, s, progress) for s in range(args.seeds) for v in variants]
         with tqdm(total=len(jobs) * rounds_per_run(spec), desc=f'{len(jobs)} runs',

@@ -9,7 +9,7 @@ packet to the ``sink`` (the web server, which keeps only the newest packet per b
 slow browser skips frames instead of queueing them):
 
 - ``policy``: the frame as the policy sees it, ``policy_image_size`` square with area
-  interpolation (:func:`policy_view`, the same resize as ``active_finetune.policy.runner``);
+  interpolation (:func:`policy_view`, the same resize as ``active_finetune.policy.inference``);
 - ``full``: the camera's frame, downscaled on the server only above ``full_max_width``.
 
 A packet is ``uint32 big-endian header length | UTF-8 JSON header | JPEG bytes``; the header

@@ -61,7 +61,7 @@ TRIGGER_ACTIONS = {'record_start': 'recorder/start', 'record_stop': 'recorder/st
 """Buttons that call a std_srvs/Trigger service."""
 
 URL_TOPIC = 'dashboard/url'
-"""Latched std_msgs/String: the page's URL as bound (af-demo-loop prints it)."""
+"""Latched std_msgs/String: the page's URL as bound (af-main-job prints it)."""
 MARK_SERVICE = 'recorder/mark_success'
 MARK_TOPIC = 'recorder/mark'
 MAX_IMAGE_PIXELS = 16 * 1024 * 1024

@@ -47,7 +47,7 @@ import time
 from active_finetune.data.episode import PROPRIO_DIM
 from active_finetune.payloads import CheckpointAnnounced, decode_checkpoint, PayloadError
 from active_finetune.policy.checkpoint import CheckpointError, load_checkpoint, policy_from_bytes
-from active_finetune.policy.runner import PolicyRunner
+from active_finetune.policy.inference import PolicyInference
 from active_finetune.safety import DEFAULT_MAX_PROPRIO_STD, DEFAULT_WORKSPACE_MAX_M, \
     DEFAULT_WORKSPACE_MIN_M, ProprioLimits
 import numpy as np
@@ -252,13 +252,13 @@ class LoadedPolicy:
     """
     A verified policy ready to act.
 
-    :param runner: the :class:`PolicyRunner` wrapping it
+    :param runner: the :class:`PolicyInference` wrapping it
     :param version: checkpoint version
     :param sha256: hash of its weights
     :param source: path or 'trainer/checkpoint message'
     """
 
-    runner: PolicyRunner
+    runner: PolicyInference
     version: int
     sha256: str
     source: str
@@ -310,7 +310,7 @@ def smoke_test(runner):
     """
     Run one forward pass on a blank observation and check the action is finite.
 
-    :param runner: :class:`PolicyRunner`
+    :param runner: :class:`PolicyInference`
     :raises CheckpointRefusedError: when the action has NaN or inf
     """
     config = runner.config
@@ -368,7 +368,7 @@ def load_verified(announcement, device):
                                         device=device)
     except (CheckpointError, KeyError, TypeError) as error:
         raise CheckpointRefusedError(str(error)) from None
-    runner = PolicyRunner(policy, device)
+    runner = PolicyInference(policy, device)
     smoke_test(runner)
     return LoadedPolicy(runner=runner, version=announcement.version, sha256=announcement.sha256,
                         source=announcement.source)
@@ -422,7 +422,7 @@ def load_initial(path, device, version=None):
     if version is None:
         provenance_version = config.get('provenance', {}).get('version', 0)
         version = provenance_version if isinstance(provenance_version, int) else 0
-    runner = PolicyRunner(policy, device)
+    runner = PolicyInference(policy, device)
     smoke_test(runner)
     return LoadedPolicy(runner=runner, version=version, sha256=config['weights_sha256'],
                         source=str(path))

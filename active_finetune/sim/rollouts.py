@@ -111,8 +111,8 @@ def _demo_worker(args, on_episode=None):
 def _eval_worker(args, on_episode=None):
     sim_config, policy_blob, jobs, keep_episodes = args
     from active_finetune.policy.checkpoint import policy_from_bytes
-    from active_finetune.policy.runner import PolicyRunner
-    runner = PolicyRunner(policy_from_bytes(*policy_blob, source='evaluation worker'))
+    from active_finetune.policy.inference import PolicyInference
+    runner = PolicyInference(policy_from_bytes(*policy_blob, source='evaluation worker'))
     results = []
     with MetaWorldEnv(sim_config) as env:
         for job in jobs:

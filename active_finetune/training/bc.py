@@ -10,7 +10,7 @@ import logging
 
 from active_finetune.policy.model import (
     gaussian_nll, mix_gaussians, ObservationBatch, with_adaptive_prior)
-from active_finetune.policy.runner import resize_image
+from active_finetune.policy.inference import resize_image
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -60,7 +60,7 @@ class TrainerSettings:
                        'overwrite it); no effect when the checkpoint records no mix'})
     baseline_evaluation_path: str = field(default='', metadata={
         'description': 'JSON evaluation of initial_checkpoint with the same evaluate_episodes '
-                       'and evaluate_max_steps (written by af-demo-loop); tasks still served by '
+                       'and evaluate_max_steps (written by af-main-job); tasks still served by '
                        'the pretrained weights (adaptive prior, no demos) reuse its numbers '
                        "instead of being rolled out again ('' = evaluate every task)",
         'read_only': True})

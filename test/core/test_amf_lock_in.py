@@ -12,7 +12,7 @@ from active_finetune.amf.selector_session import SelectorSession, SelectorSettin
 from active_finetune.amf.targets import TargetConfig, task_state_sets, trajectory_log_ratio
 from active_finetune.data.episode import Episode
 from active_finetune.policy.model import PolicyConfig, TaskPolicy, with_adaptive_prior
-from active_finetune.policy.runner import PolicyRunner
+from active_finetune.policy.inference import PolicyInference
 from active_finetune.training.bc import (
     anchor_weights, DemoDataset, fit_normalisation, train_bc, TrainConfig)
 import numpy as np
@@ -64,7 +64,7 @@ def test_loss_gradient_embeddings_do_not_depend_on_the_mixture_weight():
     for gate, logit in ((1.0, 5.0), (1.0, -5.0), (0.0, 0.0)):
         policy.alpha_gate.fill_(gate)
         policy.alpha_logit.data.fill_(logit)
-        phis.append(embed(PolicyRunner(policy), 'push-v3', rows, 'loss_gradient'))
+        phis.append(embed(PolicyInference(policy), 'push-v3', rows, 'loss_gradient'))
     np.testing.assert_allclose(phis[1], phis[0], rtol=1e-6)
     np.testing.assert_allclose(phis[2], phis[0], rtol=1e-6)
     assert np.abs(phis[0]).max() > 1e-3
@@ -152,7 +152,7 @@ def gaussian_log_pdf(mean, log_std, action):
 
 def test_importance_log_ratio_is_the_product_over_every_step(pretrained):
     policy = pretrained
-    runner = PolicyRunner(policy)
+    runner = PolicyInference(policy)
     episode = demo('reach-v3', 3, length=37)
     expected = 0.0
     with torch.no_grad():

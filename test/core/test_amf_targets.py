@@ -2,7 +2,7 @@ from active_finetune.amf.embeddings import embed, importance_weights, StateRows,
 from active_finetune.amf.targets import build_embeddings, TargetConfig, task_state_sets
 from active_finetune.data.episode import Episode
 from active_finetune.policy.model import PolicyConfig, TaskPolicy
-from active_finetune.policy.runner import PolicyRunner
+from active_finetune.policy.inference import PolicyInference
 import numpy as np
 import pytest
 import torch
@@ -20,7 +20,7 @@ def episode(task, seed, length=30):
 @pytest.fixture(scope='module')
 def runner():
     torch.manual_seed(0)
-    return PolicyRunner(TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=16,
+    return PolicyInference(TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=16,
                                                 feature_dim=8)))
 
 

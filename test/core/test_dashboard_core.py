@@ -119,8 +119,8 @@ def test_warnings_tell_missing_nodes_stale_camera_recorder_error_and_disk_low():
 
 # ---------------------------------------------------------------- frames
 
-def test_policy_view_is_the_policy_runners_resize():
-    from active_finetune.policy.runner import resize_image
+def test_policy_view_is_the_policy_inference_resize():
+    from active_finetune.policy.inference import resize_image
     rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     assert np.array_equal(policy_view(rgb, 96), resize_image(rgb, 96))
 

@@ -29,9 +29,9 @@ def test_a_frame_resized_at_the_source_gives_the_action_of_the_full_frame():
     import torch
     from active_finetune.policy.inputs import resize_image
     from active_finetune.policy.model import PolicyConfig, TaskPolicy
-    from active_finetune.policy.runner import PolicyRunner
+    from active_finetune.policy.inference import PolicyInference
     torch.manual_seed(0)
-    runner = PolicyRunner(TaskPolicy(PolicyConfig(
+    runner = PolicyInference(TaskPolicy(PolicyConfig(
         tasks=('reach-v3', 'push-v3'), image_size=24, conv_channels=(4, 4), hidden_dim=16,
         feature_dim=8, task_embedding_dim=4)))
     frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)

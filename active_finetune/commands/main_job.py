@@ -117,7 +117,7 @@ def _make_monitor_node(monitor):
 
     class MonitorNode(Node):
         def __init__(self):
-            super().__init__('demo_loop_monitor')
+            super().__init__('main_job_monitor')
             for topic, handler, qos in (
                     ('operator/next_task', monitor.on_next_task, LATCHED_QOS),
                     ('trainer/checkpoint', monitor.on_checkpoint, LATCHED_QOS),
@@ -215,7 +215,7 @@ def plot_results(before, after, curve, path, targets=None):
 
 
 def main(argv=None):
-    """Command-line entry point: ``af-demo-loop``."""
+    """Command-line entry point: ``af-main-job``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--checkpoint', default=str(DEFAULT_CHECKPOINT))
     parser.add_argument('--strategy', default='amf')
@@ -229,13 +229,13 @@ def main(argv=None):
                         help='per task, before fine-tuning and after every round (tasks still '
                              'served by the pretrained weights reuse the first evaluation)')
     parser.add_argument('--eval-max-steps', type=int, default=150)
-    parser.add_argument('--out', default=None, help='run directory (default runs/demo_<time>)')
+    parser.add_argument('--out', default=None, help='run directory (default runs/main_job_<time>)')
     parser.add_argument('--timeout-s', type=float, default=3600.0)
     args = parser.parse_args(argv)
     setup_cli()
     from active_finetune.runner import GraphRunner
     console = Console()
-    out = Path(args.out or PACKAGE_ROOT / 'runs' / time.strftime('demo_%Y%m%d_%H%M%S'))
+    out = Path(args.out or PACKAGE_ROOT / 'runs' / time.strftime('main_job_%Y%m%d_%H%M%S'))
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 200)))
     overrides = {
@@ -322,7 +322,7 @@ def main(argv=None):
             (monitor.checkpoints.get(v, {}).get('demos_used', v * args.demos_per_round),
              monitor.evaluations[v]['mean'], mean_over(monitor.evaluations[v]['success'], targets))
             for v in sorted(monitor.evaluations) if v > 0]
-        plot_results(before, after, curve, out / 'demo_loop.png', targets)
+        plot_results(before, after, curve, out / 'main_job.png', targets)
         record = {'args': vars(args), 'targets': targets, 'before': before, 'after': after,
                   'mean_before': mean_over(before, list(before)),
                   'mean_after': mean_over(after, list(before)),
@@ -330,8 +330,8 @@ def main(argv=None):
                   'target_mean_after': mean_over(after, targets), 'curve': curve,
                   'suggestions': list(monitor.suggestions.values()),
                   'wall_s': round(time.perf_counter() - t0, 1)}
-        atomic_write_bytes(out / 'demo_loop.json', json.dumps(record, indent=1).encode())
-        console.print(f'wrote {out / "demo_loop.json"} and {out / "demo_loop.png"} '
+        atomic_write_bytes(out / 'main_job.json', json.dumps(record, indent=1).encode())
+        console.print(f'wrote {out / "main_job.json"} and {out / "main_job.png"} '
                       f'({record["wall_s"]:.0f} s in all)')
     return status
 

@@ -25,7 +25,7 @@ def select_device(name):
     raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {name!r}")
 
 
-class PolicyRunner:
+class PolicyInference:
     """
     Run a :class:`TaskPolicy` on single observations or batches and return numpy actions.
 
