@@ -56,9 +56,9 @@ from active_finetune.nodes.spin import run_node
 from active_finetune.payloads import encode, PolicyStatus
 from active_finetune.policy.hot_swap import CheckpointRefusedError, fetching_loader, \
     load_initial, PolicyHotSwap, RollbackError
+from active_finetune.policy.inference import select_device
 from active_finetune.policy.inputs import proprio_from_robot
 from active_finetune.policy.node_settings import PolicyNodeSettings
-from active_finetune.policy.inference import select_device
 from active_finetune.safety import Check, check_fresh, check_proprio, CLAMPED, CommandGate, \
     ESTOP, FUTURE, MISSING, NON_FINITE, OK, STALE
 from geometry_msgs.msg import PoseStamped, TwistStamped

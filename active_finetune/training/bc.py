@@ -8,9 +8,9 @@ import copy
 from dataclasses import dataclass
 import logging
 
+from active_finetune.policy.inference import resize_image
 from active_finetune.policy.model import (
     gaussian_nll, mix_gaussians, ObservationBatch, with_adaptive_prior)
-from active_finetune.policy.inference import resize_image
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -11,8 +11,8 @@ from active_finetune.amf.embeddings import embed, importance_weights, StateRows
 from active_finetune.amf.selector_session import SelectorSession, SelectorSettings
 from active_finetune.amf.targets import TargetConfig, task_state_sets, trajectory_log_ratio
 from active_finetune.data.episode import Episode
-from active_finetune.policy.model import PolicyConfig, TaskPolicy, with_adaptive_prior
 from active_finetune.policy.inference import PolicyInference
+from active_finetune.policy.model import PolicyConfig, TaskPolicy, with_adaptive_prior
 from active_finetune.training.bc import (
     anchor_weights, DemoDataset, fit_normalisation, train_bc, TrainConfig)
 import numpy as np

@@ -1,8 +1,8 @@
 from active_finetune.amf.embeddings import embed, importance_weights, StateRows, subsample_episode
 from active_finetune.amf.targets import build_embeddings, TargetConfig, task_state_sets
 from active_finetune.data.episode import Episode
-from active_finetune.policy.model import PolicyConfig, TaskPolicy
 from active_finetune.policy.inference import PolicyInference
+from active_finetune.policy.model import PolicyConfig, TaskPolicy
 import numpy as np
 import pytest
 import torch
@@ -20,8 +20,8 @@ def episode(task, seed, length=30):
 @pytest.fixture(scope='module')
 def runner():
     torch.manual_seed(0)
-    return PolicyInference(TaskPolicy(PolicyConfig(tasks=TASKS, observation='state', hidden_dim=16,
-                                                feature_dim=8)))
+    return PolicyInference(TaskPolicy(PolicyConfig(tasks=TASKS, observation='state',
+                                                   hidden_dim=16, feature_dim=8)))
 
 
 def test_importance_weights_are_normalised_clipped_and_finite():

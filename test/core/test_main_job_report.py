@@ -1,7 +1,7 @@
 """The main job's targets option, its report table and its plot (ROS-free parts)."""
 
-from active_finetune.commands.main_job import mean_over, plot_results, resolve_targets
 from active_finetune.commands.evaluate import success_table
+from active_finetune.commands.main_job import mean_over, plot_results, resolve_targets
 import pytest
 from rich.console import Console
 
