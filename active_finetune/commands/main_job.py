@@ -224,7 +224,11 @@ def main(argv=None):
     parser.add_argument('--targets', default='new',
                         help="the tasks AMF selects demos for: 'new' (default; the tasks the "
                              "checkpoint was not pretrained on), 'all', or a comma list")
-    parser.add_argument('--finetune-steps', type=int, default=300)
+    parser.add_argument('--finetune-steps', type=int, default=300,
+                        help='gradient steps of a round (at least; see --steps-per-demo)')
+    parser.add_argument('--steps-per-demo', type=int, default=100,
+                        help='a round trains max(finetune-steps, steps-per-demo x demos so far) '
+                             'steps (0: always finetune-steps)')
     parser.add_argument('--eval-episodes', type=int, default=5,
                         help='per task, before fine-tuning and after every round (tasks still '
                              'served by the pretrained weights reuse the first evaluation)')
@@ -248,6 +252,7 @@ def main(argv=None):
         'trainer.checkpoint_dir': str(out / 'checkpoints'),
         'trainer.initial_checkpoint': args.checkpoint,
         'trainer.demos_per_round': args.demos_per_round, 'trainer.steps': args.finetune_steps,
+        'trainer.steps_per_demo': args.steps_per_demo,
         'trainer.evaluate_episodes': args.eval_episodes,
         'trainer.evaluate_max_steps': args.eval_max_steps,
         'trainer.log_dir': str(out / 'tensorboard'),

@@ -31,6 +31,11 @@ class TrainerSettings:
     steps: int = field(default=300, metadata={
         'description': 'gradient steps per round (paper scale: about 3000)',
         'range': (1, 1000000)})
+    steps_per_demo: int = field(default=0, metadata={
+        'description': 'a round trains max(steps, steps_per_demo x demos it trains on) gradient '
+                       'steps, so a round warm-started from the previous version gets more '
+                       'steps as the dataset grows (0: always `steps`)',
+        'range': (0, 100000)})
     batch_size: int = field(default=64, metadata={
         'description': 'behaviour-cloning batch size (samples)', 'range': (1, 4096)})
     learning_rate: float = field(default=3e-4, metadata={
@@ -132,13 +137,23 @@ class TrainerSettings:
             return str(Path(self.checkpoint_dir) / 'episode_cache')
         return self.episode_cache_dir
 
-    def train_kwargs(self):
+    def round_steps(self, demos):
+        """
+        Gradient steps of a round that trains on ``demos`` demonstrations.
+
+        :param demos: number of demos in the round's dataset
+        :return: int, max(steps, steps_per_demo * demos)
+        """
+        return max(self.steps, self.steps_per_demo * max(0, int(demos)))
+
+    def train_kwargs(self, demos=0):
         """
         Keyword arguments of :class:`TrainConfig` for a round.
 
+        :param demos: number of demos the round trains on (sets the steps, :meth:`round_steps`)
         :return: dict
         """
-        return {'steps': self.steps, 'batch_size': self.batch_size,
+        return {'steps': self.round_steps(demos), 'batch_size': self.batch_size,
                 'learning_rate': self.learning_rate, 'loss': self.loss,
                 'validation_fraction': self.validation_fraction,
                 'forgetting_control': self.forgetting_control, 'seed': self.seed}

@@ -102,6 +102,15 @@ def test_a_round_starts_after_b_demos_and_trains_on_the_successful_ones(dirs):
     assert len(with_failed.plan_round(entries(dirs, 3, failed=(1,))).paths) == 3
 
 
+def test_round_steps_grow_with_the_demos_trained_on(dirs):
+    fixed = make_session(dirs, demos_per_round=2, steps=300)
+    assert fixed.plan_round(entries(dirs, 8)).job.train['steps'] == 300
+    growing = make_session(dirs, demos_per_round=2, steps=300, steps_per_demo=100)
+    assert growing.plan_round(entries(dirs, 2)).job.train['steps'] == 300, 'never below steps'
+    # Only the demos the round trains on count (a failed demo is not trained on by default).
+    assert growing.plan_round(entries(dirs, 8, failed=(0, 1))).job.train['steps'] == 600
+
+
 def test_the_round_size_follows_the_selector(dirs):
     session = make_session(dirs, demos_per_round=3)
     assert session.demos_per_round == 3
