@@ -17,8 +17,9 @@ With ``scripted_operator`` it also subscribes ``operator/next_task`` (JSON, latc
 new request, demonstrates the task with Meta-World's scripted expert: a ``teleop/joy`` press of
 button 0 starts recording, ``teleop/twist`` / ``teleop/gripper`` carry the expert's actions (which
 reach the sim back through the command mux), a second press stops.  See
-:mod:`active_finetune.sim.bridge` for the stepping and the state machine, which run on their own
-thread so the executor is never blocked by rendering.
+:mod:`active_finetune.sim.bridge` (what this node drives), :mod:`active_finetune.sim.robot` for
+the stepping and :mod:`active_finetune.sim.demonstrator` for the scripted operator's state
+machine, which run on their own thread so the executor is never blocked by rendering.
 """
 
 import os
@@ -143,7 +144,7 @@ class SimBridgeNode(Node):
         """
         Publish the sensors of one simulation frame, all with the frame's stamp.
 
-        :param frame: :class:`active_finetune.sim.bridge.SimFrame`
+        :param frame: :class:`active_finetune.sim.robot.SimFrame`
         """
         stamp = s_to_stamp(frame.stamp_s)
         if self._policy_image_pub is not None:
@@ -211,7 +212,7 @@ class SimBridgeNode(Node):
         """
         Log an episode start or end and publish sim/status.
 
-        :param event: :class:`active_finetune.sim.bridge.EpisodeEvent`
+        :param event: :class:`active_finetune.sim.robot.EpisodeEvent`
         """
         if event.kind == 'end':
             self._last_episode = {'task': event.task, 'episode': event.episode,
