@@ -11,6 +11,7 @@ and privileged rebalancing with a sign-flip test; the tasks picked per round) an
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -155,20 +156,6 @@ def follow_progress(result, progress, bar, poll_s=0.5):
     return result.get()
 
 
-def pretrain_seed(args):
-    """
-    Pretrain (or find cached) the policy of one seed, in a pool worker with one torch thread.
-
-    :param args: (out dir, experiment spec dict, seed)
-    :return: the seed
-    """
-    out, spec, seed = args
-    import torch
-    torch.set_num_threads(1)
-    _pretrained(out, spec, seed)
-    return seed
-
-
 def run_one(args):
     """
     One (strategy, seed) run; writes its JSON after every round.
@@ -186,6 +173,7 @@ def run_one(args):
                      spec['budget'])
         return str(path)
     policy, pre_demos = _pretrained(out, spec, seed)
+    pretrained_sha256 = weights_sha256(policy)
     sim_config = SimConfig(image_size=spec['image_size'] if spec['observation'] == 'image' else 0,
                            max_steps=spec['max_steps'])
     config = LoopConfig(
@@ -202,7 +190,7 @@ def run_one(args):
     loop = ActiveFinetuningLoop(policy, sim_config, config, pretraining=pre_demos,
                                 pretraining_counts=spec['mix'])
     record = {'strategy': variant['strategy'], 'variant': variant, 'seed': seed, 'spec': spec,
-              'rounds': [], 'finished': False}
+              'pretrained_sha256': pretrained_sha256, 'rounds': [], 'finished': False}
     t0 = time.perf_counter()
     rates = loop.evaluate()
     record['rounds'].append({'round': 0, 'demos_used': 0, 'success': rates,
@@ -321,11 +309,12 @@ def _auc(demos, curve):
 SUMMARY_META_KEYS = ('paired', 'picks')
 #: Every variant is compared with these (when they ran).
 PAIRED_REFERENCES = ('uniform', 'privileged_rebalancing')
-ABLATION_PAIRS = (('amf-l2', 'uniform-l2'), ('amf', 'amf-l2'), ('amf', 'amf-features'),
-                  ('amf', 'amf-uncapped'), ('uniform', 'uniform-uncapped'))
+ABLATION_PAIRS = (('amf-l2', 'uniform-l2'), ('amf', 'amf-l2'), ('uniform', 'uniform-l2'),
+                  ('amf', 'amf-features'), ('amf', 'amf-uncapped'),
+                  ('uniform', 'uniform-uncapped'))
 """
-Pairs that change one factor: the strategy under L2-to-init, the forgetting control within AMF, the
-embedding within AMF, the alpha cap within AMF and within uniform.
+Pairs that change one factor: the strategy under L2-to-init, the forgetting control within AMF and
+within uniform, the embedding within AMF, the alpha cap within AMF and within uniform.
 """
 
 
@@ -339,10 +328,42 @@ def summary_variants(summary):
     return {k: v for k, v in summary.items() if k not in SUMMARY_META_KEYS}
 
 
+def weights_sha256(policy):
+    """
+    Fingerprint a policy's weights (sha256 over its state dict, names and bytes in order).
+
+    :param policy: torch module
+    :return: hex digest
+    """
+    digest = hashlib.sha256()
+    for name, tensor in policy.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def same_start(run_a, run_b):
+    """
+    Tell whether two runs of one seed started from the same pretrained policy.
+
+    By the recorded weights' sha256 when both runs have it; runs recorded before it was kept are
+    compared by their round-0 evaluation (same policy and scenes give the same per-task success).
+
+    :param run_a: run record
+    :param run_b: run record
+    :return: bool
+    """
+    sha_a, sha_b = run_a.get('pretrained_sha256'), run_b.get('pretrained_sha256')
+    if sha_a and sha_b:
+        return sha_a == sha_b
+    return run_a['rounds'][0]['success'] == run_b['rounds'][0]['success']
+
+
 def _paired(by_variant):
     """Paired per-seed comparisons of every variant with each reference variant."""
-    per_run = {}
+    per_run, runs_by_seed = {}, {}
     for name, rs in by_variant.items():
+        runs_by_seed[name] = {r['seed']: r for r in rs}
         curves = {r['seed']: {rd['demos_used']: rd['mean_success'] for rd in r['rounds']}
                   for r in rs}
         aucs = {r['seed']: _auc([rd['demos_used'] for rd in r['rounds']],
@@ -361,6 +382,13 @@ def _paired(by_variant):
         if f'{ref} - {name}' in paired or f'{name} - {ref}' in paired:
             continue
         (curves_a, auc_a), (curves_b, auc_b) = per_run[name], per_run[ref]
+        excluded = sorted(seed for seed in set(auc_a) & set(auc_b)
+                          if not same_start(runs_by_seed[name][seed], runs_by_seed[ref][seed]))
+        if excluded:
+            _LOG.warning('%s vs %s: seeds %s started from different pretrained policies; '
+                         'left out of the pairing', name, ref, excluded)
+            auc_a = {k: v for k, v in auc_a.items() if k not in excluded}
+            curves_a = {k: v for k, v in curves_a.items() if k not in excluded}
         auc = _paired_stats(name, ref, auc_a, auc_b)
         if auc is None:
             continue
@@ -375,7 +403,8 @@ def _paired(by_variant):
                 per_demos.append(dict(demos=d, **stats))
         paired[f'{name} - {ref}'] = {
             'a': name, 'b': ref, 'n': auc['n'], 'seed_ids': auc['seed_ids'],
-            'verdict': auc['verdict'], 'auc': auc, 'per_demos': per_demos}
+            'verdict': auc['verdict'], 'auc': auc, 'per_demos': per_demos,
+            'excluded_seeds': excluded}
     return paired
 
 
@@ -665,14 +694,14 @@ def main(argv=None):
                      f'use a new --out to change settings')
     _write_json(spec_path, spec)
     variants = parse_variants(args.strategies)
+    # Pretrain every seed once before the runs share it, here in the parent with torch's default
+    # thread count: the weights depend on it (another thread count sums in another order), and
+    # every run committed in results/ was paired on policies pretrained this way.
+    for seed in tqdm(range(args.seeds), desc='pretrain'):
+        _pretrained(out, spec, seed)
     ctx = multiprocessing.get_context('spawn')
     # The runs report each round on a queue, so the bar moves within a run, not only at its end.
     with ctx.Manager() as manager, ctx.Pool(max(1, args.workers)) as pool:
-        # Pretrain every seed once (one seed per worker) before the runs share it.
-        pretrain_jobs = [(out, spec, seed) for seed in range(args.seeds)]
-        for _ in tqdm(pool.imap_unordered(pretrain_seed, pretrain_jobs), total=args.seeds,
-                      desc='pretrain'):
-            pass
         progress = manager.Queue()
         jobs = [(out, spec, v, s, progress) for s in range(args.seeds) for v in variants]
         with tqdm(total=len(jobs) * rounds_per_run(spec), desc=f'{len(jobs)} runs',

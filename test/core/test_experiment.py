@@ -122,6 +122,8 @@ def test_tiny_experiment_runs_resumes_and_refuses_a_changed_spec(tmp_path, capsy
     for run in runs.values():
         assert run['finished'] and [r['demos_used'] for r in run['rounds']] == [0, 1, 2]
         assert all(0.0 <= r['mean_success'] <= 1.0 for r in run['rounds'])
+    shas = {run['pretrained_sha256'] for run in runs.values()}
+    assert len(shas) == 1 and len(shas.pop()) == 64, 'both runs start from one pretrained policy'
     amf_rounds = runs['amf_seed0.json']['rounds'][1:]
     assert all(set(r['selection']['scores'][0]) == {'reach-v3', 'window-open-v3'}
                for r in amf_rounds)
@@ -194,6 +196,27 @@ def test_summary_pairs_seeds_against_uniform_and_records_the_picks(tmp_path):
     assert json.loads((tmp_path / 'summary.json').read_text()) == json.loads(
         json.dumps(summary))
     assert (tmp_path / 'success_vs_demos.png').stat().st_size > 0
+
+
+def test_seeds_that_started_from_different_pretrained_policies_are_not_paired(tmp_path):
+    write_paired_experiment(tmp_path)
+    # Seed 0 of uniform was re-run on a differently pretrained policy: its round 0 differs.
+    fake_run(tmp_path, 'uniform', 0, [0.5, 0.5, 0.5])
+    # Seed 1: both runs record the pretrained weights' sha256, and they differ.
+    for name, sha in (('amf', 'a' * 64), ('uniform', 'b' * 64)):
+        path = tmp_path / 'runs' / f'{name}_seed1.json'
+        run = json.loads(path.read_text())
+        path.write_text(json.dumps(dict(run, pretrained_sha256=sha)))
+    pair = summarise(tmp_path)['paired']['amf - uniform']
+    assert pair['excluded_seeds'] == [0, 1]
+    assert pair['n'] == 1 and pair['seed_ids'] == [2]
+    assert [p['seed_ids'] for p in pair['per_demos']] == [[2], [2], [2]]
+    # The same sha256 on both sides pairs the seed, whatever round 0 says.
+    path = tmp_path / 'runs' / 'uniform_seed1.json'
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), pretrained_sha256='a' * 64)))
+    assert summarise(tmp_path)['paired']['amf - uniform']['seed_ids'] == [1, 2]
+    assert experiment.same_start({'pretrained_sha256': 'c' * 64, 'rounds': [{'success': {}}]},
+                                 {'rounds': [{'success': {}}]})
 
 
 def test_picks_table_has_a_row_per_seed_and_short_task_names(tmp_path):
