@@ -320,7 +320,7 @@ def test_older_versions_and_other_task_lists_are_refused_and_the_newest_refusal_
             'reason', '')), status(graph)
     s = status(graph)
     assert s['version'] == 20 and s['state'] == 'running' and s['refused']['number'] == 4
-    assert node._hot_swap.active.tasks == TASKS
+    assert status(graph)['tasks'] == list(TASKS), 'still the running checkpoint\'s task list'
 
 
 def test_checkpoint_announcements_and_images_are_taken_raw(graph):
