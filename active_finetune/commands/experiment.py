@@ -694,9 +694,9 @@ def main(argv=None):
                      f'use a new --out to change settings')
     _write_json(spec_path, spec)
     variants = parse_variants(args.strategies)
-    # Pretrain every seed once before the runs share it, here in the parent with torch's default
-    # thread count: the weights depend on it (another thread count sums in another order), and
-    # every run committed in results/ was paired on policies pretrained this way.
+    # Pretrain every seed once before the runs share it.  Each run records the sha256 of the
+    # pretrained weights it started from, and only runs that started from the same policy are
+    # paired (see same_start).
     for seed in tqdm(range(args.seeds), desc='pretrain'):
         _pretrained(out, spec, seed)
     ctx = multiprocessing.get_context('spawn')
