@@ -7,11 +7,11 @@ episodes the recorder wrote (sim bridge -> teleop topics -> command mux -> recor
 each with the ``request_id`` of the operator request it demonstrates.  The sim bridge resets a
 demonstration with ``episode_seed(seed, PURPOSE_DEMO, task, request_id)`` and demonstrates it with
 ``ScriptedOperator(task, noise_std=operator_noise_std, seed=<that seed>)``
-(:mod:`active_finetune.sim.demonstrator`); its parameters are read from ``logs/params/sim_bridge.yaml``
-(defaults of :class:`SimBridgeConfig` for the rest).  The seed is taken from the bridge's
-"demonstrating <task> for request <id> (seed <s>)" log line where ``logs/sim_bridge.log`` has
-one, else derived the bridge's way; the first frames of both versions are compared to confirm
-the scene.
+(:mod:`active_finetune.sim.demonstrator`); its parameters are read from
+``logs/params/sim_bridge.yaml`` (defaults of :class:`SimBridgeConfig` for the rest).  The seed
+is taken from the bridge's "demonstrating <task> for request <id> (seed <s>)" log line where
+``logs/sim_bridge.log`` has one, else derived the bridge's way; the first frames of both
+versions are compared to confirm the scene.
 
 For every recorded demo the same demo is collected in-process with
 :func:`active_finetune.sim.rollouts.collect_demos` (same task, reset seed, operator noise, image

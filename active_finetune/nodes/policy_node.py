@@ -215,6 +215,12 @@ class PolicyNode(Node):
                 f'{self._fallback_sub.topic_name} (resized here) until one appears')
 
     @property
+    def newest_image_size(self):
+        """:return: (width, height) of the newest frame the node would act on, or None."""
+        image_msg = self._image[0]
+        return None if image_msg is None else (image_msg.width, image_msg.height)
+
+    @property
     def image_topics(self):
         """:return: resolved names of the image topics subscribed now (fallback last)."""
         subscriptions = [self._image_sub, self._fallback_sub]

@@ -290,7 +290,7 @@ def test_an_oversize_image_is_refused_before_conversion(graph, wait_for, monkeyp
 
 def test_older_versions_and_other_task_lists_are_refused_and_the_newest_refusal_shows(
         graph, wait_for, tmp_path):
-    node = graph.start()
+    graph.start()
     assert pump(graph, wait_for, lambda: status(graph)['state'] == 'running')
     v20 = tmp_path / 'v20'
     sha20 = make_checkpoint(v20, seed=20, mean=[0.5, 0.5, 0.5, 0.5])
@@ -320,7 +320,7 @@ def test_older_versions_and_other_task_lists_are_refused_and_the_newest_refusal_
             'reason', '')), status(graph)
     s = status(graph)
     assert s['version'] == 20 and s['state'] == 'running' and s['refused']['number'] == 4
-    assert status(graph)['tasks'] == list(TASKS), 'still the running checkpoint\'s task list'
+    assert status(graph)['tasks'] == list(TASKS), "still the running checkpoint's task list"
 
 
 def test_checkpoint_announcements_and_images_are_taken_raw(graph):
@@ -358,20 +358,20 @@ def test_the_policy_acts_on_the_policy_stream_and_falls_back_to_the_full_one(
 
     # A publisher of the policy stream appears: the full-resolution subscription is dropped.
     assert step(lambda: [t.lstrip('/') for t in node.image_topics] == ['camera/image_policy'])
-    assert step(lambda: node._image[0].width == IMAGE_SIZE)
+    assert step(lambda: (node.newest_image_size or (0, 0))[0] == IMAGE_SIZE)
     graph.twists.clear()
     node.recent_cycles.clear()
     assert step(lambda: len(node.recent_cycles) >= 10)
     assert status(graph)['state'] == 'running'
     used = {round(c.image_stamp_s, 6) for c in node.recent_cycles}
     assert used <= small_stamps, 'every action came from a policy-stream frame'
-    assert node._image[0].width == IMAGE_SIZE
+    assert node.newest_image_size[0] == IMAGE_SIZE
     # The policy stream goes away (camera node stopped): the fallback comes back.
     ros.node.destroy_publisher(small_pub)
     assert pump(graph, wait_for, lambda: len(node.image_topics) == 2)
     node.recent_cycles.clear()
     assert pump(graph, wait_for, lambda: len(node.recent_cycles) >= 3)
-    assert node._image[0].width == 64, 'acting on the full frames again'
+    assert node.newest_image_size[0] == 64, 'acting on the full frames again'
 
 
 def test_image_topics_are_parameters(graph, ros, wait_for):
