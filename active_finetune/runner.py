@@ -158,6 +158,16 @@ class GraphRunner:
         """
         return self.log_dir / f'{node}.log'
 
+    def log_tails(self, lines=LOG_TAIL_LINES):
+        """
+        Show the end of every node's log, e.g. to explain a failure.
+
+        :param lines: lines per node
+        :return: text, one ``--- <node> log tail ---`` block per node
+        """
+        return '\n'.join(f'--- {node} log tail ---\n{read_log_tail(self.log_path(node), lines)}'
+                         for node in self.processes)
+
     def _environment(self):
         env = dict(os.environ)
         env.update(self.extra_env)

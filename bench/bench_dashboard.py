@@ -536,7 +536,7 @@ def main(argv=None):
                         help='how long the pages of a phase may take to draw frames')
     parser.add_argument('--output', default='results/bench_dashboard.json')
     args = parser.parse_args(argv)
-    from active_finetune.runner import GraphRunner, read_log_tail
+    from active_finetune.runner import GraphRunner
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
@@ -601,9 +601,7 @@ def main(argv=None):
                 print(json.dumps({k: phase.get(k) for k in (
                     'name', 'camera_rate_hz', 'policy_loop', 'cpu', 'streams')}), flush=True)
     except Exception:
-        for node in graph.processes:
-            print(f'--- {node} log tail ---\n{read_log_tail(graph.log_path(node), 10)}',
-                  file=sys.stderr)
+        print(graph.log_tails(10), file=sys.stderr)
         raise
     finally:
         graph.stop()

@@ -72,7 +72,7 @@ def main(argv=None):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from active_finetune.console_view import render_text
     from active_finetune.nodes.operator_console_node import OperatorConsoleNode
-    from active_finetune.runner import GraphRunner, read_log_tail
+    from active_finetune.runner import GraphRunner
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -119,9 +119,7 @@ def main(argv=None):
         print(f'round {args.round_index} under way after {time.monotonic() - started:.0f} s',
               flush=True)
     except Exception:
-        for node in graph.processes:
-            print(f'--- {node} log tail ---\n{read_log_tail(graph.log_path(node), 10)}',
-                  file=sys.stderr)
+        print(graph.log_tails(10), file=sys.stderr)
         raise
     finally:
         graph.stop()

@@ -66,7 +66,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from active_finetune.dashboard.probe import free_port, get_state
-    from active_finetune.runner import GraphRunner, read_log_tail
+    from active_finetune.runner import GraphRunner
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
@@ -130,9 +130,7 @@ def main(argv=None):
         if missing:
             raise RuntimeError(f'{args.output} written, but the page has no {missing}')
     except Exception:
-        for node in graph.processes:
-            print(f'--- {node} log tail ---\n{read_log_tail(graph.log_path(node), 10)}',
-                  file=sys.stderr)
+        print(graph.log_tails(10), file=sys.stderr)
         raise
     finally:
         graph.stop()

@@ -342,6 +342,9 @@ def test_runner_starts_nodes_with_params_detects_a_death_and_leaves_nothing(
                 runner.check()
                 time.sleep(0.05)
         assert died.value.node == 'mux_b' and died.value.log_path == log_dir / 'mux_b.log'
+        tails = runner.log_tails(2)
+        assert tails.startswith('--- mux_a log tail ---\n')
+        assert '\n--- mux_b log tail ---\n' in tails
     assert not processes_mentioning(str(log_dir)), 'a node process outlived the runner'
     assert (log_dir / 'mux_a.log').read_text().startswith('# ')
     assert yaml.safe_load((log_dir / 'params' / 'mux_b.yaml').read_text())['mux_b'][

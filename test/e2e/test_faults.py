@@ -19,7 +19,7 @@ from active_finetune.data.mcap_episode import load_episode
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 from active_finetune.payloads import decode_dict
 from active_finetune.policy.checkpoint import load_checkpoint
-from active_finetune.runner import GraphRunner, read_log_tail
+from active_finetune.runner import GraphRunner
 import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -95,9 +95,7 @@ def wait_until(graph, predicate, what, deadline, check=True):
         if value:
             return value
         time.sleep(0.1)
-    tails = '\n'.join(f'--- {n} ---\n{read_log_tail(graph.log_path(n), 12)}'
-                      for n in graph.processes)
-    pytest.fail(f'timed out waiting for: {what}\n{tails}')
+    pytest.fail(f'timed out waiting for: {what}\n{graph.log_tails(12)}')
 
 
 def test_killed_recorder_and_trainer_lose_nothing_and_the_loop_goes_on(loop):
