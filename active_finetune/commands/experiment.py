@@ -40,31 +40,41 @@ def _write_json(path, data):
     atomic_write_bytes(path, json.dumps(data, indent=1, default=float).encode())
 
 
-def _pretrained(out, spec, seed):
+def _pretraining_demos(spec, seed):
     """
-    Pretrain (or load the cached) policy of this experiment for ``seed``.
+    Re-collect the pretraining demos of this experiment for ``seed``.
 
-    The pretraining demos are re-collected exactly as :func:`pretrain` collected them (same scenes
-    from ``base_seed=seed``, same operator noise ``spec['noise_std']``, the same simulator
-    settings), capped at ``spec['pretraining_demos_per_task']`` per task: a prefix of each task's
-    pretraining demos.
+    They are collected exactly as :func:`pretrain` collected them (same scenes from
+    ``base_seed=seed``, same operator noise ``spec['noise_std']``, the same simulator settings),
+    capped at ``spec['pretraining_demos_per_task']`` per task: a prefix of each task's pretraining
+    demos.
 
-    :param out: experiment directory (the cache is ``<out>/pretrained/seed<k>``)
     :param spec: experiment spec dict
     :param seed: experiment seed
-    :return: (policy, list of pretraining demo episodes)
+    :return: list of pretraining demo episodes
     """
-    from active_finetune.commands.pretrain import pretrain
-    path = out / 'pretrained' / f'seed{seed}'
     mix = spec['mix']
-    noise_std = spec['noise_std']
     # pretrain() collects with the simulator defaults apart from the camera size (its episodes run
     # to SimConfig's max_steps, not the experiment's): re-collect the same way.
     pretrain_sim = SimConfig(
         image_size=spec['image_size'] if spec['observation'] == 'image' else 0)
     cap = spec.get('pretraining_demos_per_task') or max(mix.values(), default=0)
-    demos = collect_demos({t: min(n, cap) for t, n in mix.items() if n > 0}, pretrain_sim,
-                          base_seed=seed, noise_std=noise_std, workers=1, progress=False)
+    return collect_demos({t: min(n, cap) for t, n in mix.items() if n > 0}, pretrain_sim,
+                         base_seed=seed, noise_std=spec['noise_std'], workers=1, progress=False)
+
+
+def _pretrained_policy(out, spec, seed):
+    """
+    Pretrain (or load the cached) policy of this experiment for ``seed``.
+
+    :param out: experiment directory (the cache is ``<out>/pretrained/seed<k>``)
+    :param spec: experiment spec dict
+    :param seed: experiment seed
+    :return: policy
+    """
+    from active_finetune.commands.pretrain import pretrain
+    path = out / 'pretrained' / f'seed{seed}'
+    noise_std = spec['noise_std']
     if spec.get('pretrained'):
         policy, _ = load_checkpoint(spec['pretrained'])
         if list(policy.config.tasks) != list(spec['tasks']) or \
@@ -72,7 +82,7 @@ def _pretrained(out, spec, seed):
             raise ValueError(f'{spec["pretrained"]} is a {policy.config.observation} policy for '
                              f'{policy.config.tasks}, not {spec["observation"]} '
                              f'for {spec["tasks"]}')
-        return policy, demos
+        return policy
     if path.exists():
         try:
             policy, config = load_checkpoint(path)
@@ -81,20 +91,20 @@ def _pretrained(out, spec, seed):
         else:
             cached_noise = config.get('provenance', {}).get('noise_std', 0.0)
             if cached_noise == noise_std:
-                return policy, demos
+                return policy
             _LOG.warning('cached pretrained policy %s was trained with operator noise %s, not %s; '
                          'retraining', path, cached_noise, noise_std)
         import shutil
         shutil.rmtree(path)
     policy, _, provenance = pretrain(
-        mix, tuple(spec['tasks']), spec['observation'], spec['image_size'],
+        spec['mix'], tuple(spec['tasks']), spec['observation'], spec['image_size'],
         TrainConfig(steps=spec['pretrain_steps'], seed=seed, forgetting_control='none'),
         seed, workers=1, noise_std=noise_std, progress=False)
     try:
         save_checkpoint(policy, path, provenance)
     except FileExistsError:
         pass
-    return policy, demos
+    return policy
 
 
 def rounds_per_run(spec):
@@ -172,8 +182,9 @@ def run_one(args):
         report_round(progress, variant['name'], seed, rounds_per_run(spec) - 1, spec,
                      spec['budget'])
         return str(path)
-    policy, pre_demos = _pretrained(out, spec, seed)
+    policy = _pretrained_policy(out, spec, seed)
     pretrained_sha256 = weights_sha256(policy)
+    pre_demos = _pretraining_demos(spec, seed)
     sim_config = SimConfig(image_size=spec['image_size'] if spec['observation'] == 'image' else 0,
                            max_steps=spec['max_steps'])
     config = LoopConfig(
@@ -331,6 +342,8 @@ def summary_variants(summary):
 def weights_sha256(policy):
     """
     Fingerprint a policy's weights (sha256 over its state dict, names and bytes in order).
+
+    This, not the checkpoint file's sha256, is what the runs in results/ record.
 
     :param policy: torch module
     :return: hex digest
@@ -698,7 +711,7 @@ def main(argv=None):
     # pretrained weights it started from, and only runs that started from the same policy are
     # paired (see same_start).
     for seed in tqdm(range(args.seeds), desc='pretrain'):
-        _pretrained(out, spec, seed)
+        _pretrained_policy(out, spec, seed)
     ctx = multiprocessing.get_context('spawn')
     # The runs report each round on a queue, so the bar moves within a run, not only at its end.
     with ctx.Manager() as manager, ctx.Pool(max(1, args.workers)) as pool:

@@ -302,7 +302,9 @@ def test_pretraining_and_its_recollected_demos_use_the_operator_noise(tmp_path, 
     spec = {'mix': {'reach-v3': 3, 'push-v3': 0}, 'tasks': ['reach-v3', 'push-v3'],
             'observation': 'state', 'image_size': 64, 'max_steps': 30, 'noise_std': 0.25,
             'pretrain_steps': 1, 'pretrained': None, 'pretraining_demos_per_task': 2}
-    assert experiment._pretrained(tmp_path, spec, 7) == ('policy', ['demo'])
+    assert experiment._pretrained_policy(tmp_path, spec, 7) == 'policy'
+    assert 'collect' not in calls, 'the policy alone needs no re-collected demos'
+    assert experiment._pretraining_demos(spec, 7) == ['demo']
     counts, sim_config, base_seed, noise_std = calls['collect']
     assert counts == {'reach-v3': 2} and base_seed == 7 and noise_std == 0.25
     # The same simulator settings as pretrain() (its episodes are not cut at the loop's
