@@ -44,7 +44,7 @@ def cached_demos(mix, sim_config, seed, noise_std, workers, cache_dir):
     :return: list of :class:`Episode`
     """
     key = (f'{"_".join(f"{t}{n}" for t, n in sorted(mix.items()))}_{sim_config.camera}_'
-           f'{sim_config.image_size}_{sim_config.max_steps}_s{seed}_n{noise_std}')
+           f'{sim_config.image_size}_{sim_config.max_steps}_s{seed}_n{noise_std}_states')
     path = Path(cache_dir) / f'{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz'
     if path.exists():
         data = np.load(path, allow_pickle=False)
@@ -52,13 +52,15 @@ def cached_demos(mix, sim_config, seed, noise_std, workers, cache_dir):
             count = int(data['count'])
             return [Episode(task=str(data[f'task{i}']), proprio=data[f'proprio{i}'],
                             actions=data[f'actions{i}'], images=data[f'images{i}'],
-                            success=bool(data[f'success{i}'])) for i in range(count)]
+                            states=data[f'states{i}'], success=bool(data[f'success{i}']))
+                    for i in range(count)]
     episodes = collect_demos({t: n for t, n in mix.items() if n > 0}, sim_config, base_seed=seed,
                              noise_std=noise_std, workers=workers, progress=False)
     arrays = {'key': key, 'count': len(episodes)}
     for i, e in enumerate(episodes):
         arrays.update({f'task{i}': e.task, f'proprio{i}': e.proprio, f'actions{i}': e.actions,
-                       f'images{i}': e.images, f'success{i}': e.success})
+                       f'images{i}': e.images, f'states{i}': e.states,
+                       f'success{i}': e.success})
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return episodes
@@ -80,6 +82,12 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--loss', choices=('nll', 'mse'), default='nll',
                         help='behaviour-cloning loss: Gaussian NLL or squared error of the mean')
+    parser.add_argument('--demos-per-task', type=int, default=0,
+                        help='demos of every task of the mix (0: the mix\'s own counts)')
+    parser.add_argument('--state-aux', type=float, default=0.0,
+                        help='weight of the auxiliary state-prediction loss (0: off)')
+    parser.add_argument('--shift', type=int, default=TrainConfig.image_shift_px,
+                        help='random-shift augmentation, pixels')
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', default=str(REPOSITORY_ROOT / 'results'
@@ -88,6 +96,8 @@ def main(argv=None):
     setup_cli(args.threads)
     tasks = parse_tasks('mt10')
     mix = load_mix(args.mix)
+    if args.demos_per_task > 0:
+        mix = {t: args.demos_per_task for t, n in mix.items() if n > 0}
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.exists() else {'runs': []}
     for camera in args.cameras.split(','):
@@ -101,9 +111,10 @@ def main(argv=None):
         collect_s = time.perf_counter() - t0
         policy = TaskPolicy(PolicyConfig(tasks=tasks, observation='image',
                                          image_size=args.image_size))
-        data = DemoDataset(demos, policy.config)
+        data = DemoDataset(demos, policy.config, keep_states=args.state_aux > 0)
         fit_normalisation(policy, data)
-        run = {'camera': camera, 'mix': args.mix, 'image_size': args.image_size,
+        run = {'camera': camera, 'mix': args.mix, 'demos_per_task': mix,
+               'state_aux': args.state_aux, 'shift_px': args.shift, 'image_size': args.image_size,
                'batch_size': args.batch_size, 'loss': args.loss, 'demos': len(demos),
                'rows': len(data),
                'collect_s': round(collect_s, 1), 'stages': []}
@@ -112,7 +123,8 @@ def main(argv=None):
             t0 = time.perf_counter()
             policy, metrics = train_bc(policy, data, TrainConfig(
                 steps=args.stage_steps, batch_size=args.batch_size, seed=args.seed + stage,
-                forgetting_control='none', loss=args.loss))
+                forgetting_control='none', loss=args.loss, state_aux_weight=args.state_aux,
+                image_shift_px=args.shift))
             steps += args.stage_steps
             train_s = time.perf_counter() - t0
             pre = [t for t in tasks if mix.get(t, 0) > 0]
@@ -127,7 +139,7 @@ def main(argv=None):
             print(json.dumps({'camera': camera, **run['stages'][-1]}), flush=True)
         save_checkpoint(policy, REPOSITORY_ROOT / 'runs' / 'pretrain_levers' /
                         f'{camera}_{int(time.time())}',
-                        {'kind': 'pretrain', 'mix': mix, 'seed': args.seed, 'noise_std': 0.1,
+                        {'kind': 'pretrain', 'mix': mix, 'state_aux': args.state_aux, 'seed': args.seed, 'noise_std': 0.1,
                          'camera': camera, 'steps': steps, 'rows': len(data),
                          'loss': args.loss,
                          'command': ' '.join(shlex.quote(a) for a in sys.argv)})

@@ -43,7 +43,8 @@ def pretrain(mix, tasks, observation, image_size, train_config, seed, workers, n
                              noise_std=noise_std, workers=workers, progress=progress)
     collect_s = time.perf_counter() - t0
     policy = TaskPolicy(PolicyConfig(tasks=tasks, observation=observation, image_size=image_size))
-    dataset = DemoDataset(episodes, policy.config)
+    dataset = DemoDataset(episodes, policy.config,
+                          keep_states=train_config.state_aux_weight > 0)
     fit_normalisation(policy, dataset)
     writer = None
     if log_dir:
@@ -87,6 +88,14 @@ def main(argv=None):
     parser.add_argument('--batch-size', type=int, default=128)
     parser.add_argument('--lr', type=float, default=3e-4)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--loss', choices=('mse', 'nll'), default='mse',
+                        help='behaviour-cloning loss: squared error of the executed mean action '
+                             '(as the trainer node fine-tunes) or Gaussian NLL')
+    parser.add_argument('--state-aux', type=float, default=0.0,
+                        help='weight of the auxiliary loss that predicts the simulator state '
+                             'from the image encoder (image policies; 0: off)')
+    parser.add_argument('--shift', type=int, default=TrainConfig.image_shift_px,
+                        help='random-shift image augmentation, pixels')
     parser.add_argument('--noise-std', type=float, default=0.0)
     parser.add_argument('--workers', type=int, default=default_workers())
     parser.add_argument('--threads', type=int, default=1, help='torch threads for training')
@@ -100,7 +109,8 @@ def main(argv=None):
     if missing:
         parser.error(f'mix tasks {missing} are not in --tasks')
     train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                               seed=args.seed, forgetting_control='none')
+                               seed=args.seed, forgetting_control='none', loss=args.loss,
+                               state_aux_weight=args.state_aux, image_shift_px=args.shift)
     policy, metrics, provenance = pretrain(mix, tasks, args.observation, args.image_size,
                                            train_config, args.seed, args.workers, args.noise_std,
                                            args.log_dir, camera=args.camera)

@@ -96,6 +96,8 @@ class ObservationBatch:
 
 KEYPOINTS = 32
 """Keypoints of the image encoder's spatial softmax."""
+ENCODER_DIM = 128
+"""Width of the observation encoder's output."""
 
 
 class SpatialSoftmax(nn.Module):
@@ -142,15 +144,13 @@ class _Backbone(nn.Module):
                 layers += [nn.Conv2d(in_ch, ch, 3, stride=2 if i < 3 else 1, padding=1), nn.ReLU()]
                 in_ch = ch
             self.encoder = nn.Sequential(*layers, SpatialSoftmax(in_ch, KEYPOINTS),
-                                         nn.Linear(2 * KEYPOINTS, 128), nn.LayerNorm(128),
-                                         nn.ReLU())
-            obs_dim = 128
+                                         nn.Linear(2 * KEYPOINTS, ENCODER_DIM),
+                                         nn.LayerNorm(ENCODER_DIM), nn.ReLU())
         else:
-            self.encoder = nn.Sequential(nn.Linear(config.state_dim, 128), nn.ReLU())
-            obs_dim = 128
+            self.encoder = nn.Sequential(nn.Linear(config.state_dim, ENCODER_DIM), nn.ReLU())
         self.task_embedding = nn.Embedding(len(config.tasks), config.task_embedding_dim)
         self.trunk = nn.Sequential(
-            nn.Linear(obs_dim + PROPRIO_DIM + config.task_embedding_dim, config.hidden_dim),
+            nn.Linear(ENCODER_DIM + PROPRIO_DIM + config.task_embedding_dim, config.hidden_dim),
             nn.ReLU(),
             nn.Linear(config.hidden_dim, config.feature_dim), nn.ReLU())
 

@@ -10,7 +10,7 @@ import logging
 
 from active_finetune.policy.inference import resize_image
 from active_finetune.policy.model import (
-    gaussian_nll, mix_gaussians, ObservationBatch, with_adaptive_prior)
+    ENCODER_DIM, gaussian_nll, mix_gaussians, ObservationBatch, with_adaptive_prior)
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,14 @@ class TrainConfig:
     demos, NLL lets the network raise its predicted std where it fits badly instead of fitting
     the mean, which is what the robot executes; the trainer node fine-tunes with 'mse'.
     """
+    state_aux_weight: float = 0.0
+    """
+    Weight of an auxiliary loss for image policies trained on simulator demos: a linear head on
+    the image encoder's output predicts the normalised privileged state (object, goal and hand
+    positions), so the encoder learns to locate what the actions depend on.  The head is
+    discarded after training (checkpoints and serving are unchanged); episodes without states
+    (a real robot's) cannot use it.  0 = off.
+    """
     validation_fraction: float = 0.0
     """
     Share of the demo frames held out of training (drawn per seed); the loss on them
@@ -89,6 +97,8 @@ class TrainConfig:
                              f'{self.alpha_penalty}, {self.l2_init_weight}')
         if not self.alpha_logit_travel > 0:
             raise ValueError(f'alpha_logit_travel must be > 0, got {self.alpha_logit_travel}')
+        if self.state_aux_weight < 0:
+            raise ValueError(f'state_aux_weight must be >= 0, got {self.state_aux_weight}')
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f'validation_fraction must be in [0, 1), '
                              f'got {self.validation_fraction}')
@@ -103,11 +113,13 @@ class DemoDataset:
 
     :param episodes: list of :class:`Episode`
     :param config: the policy's :class:`PolicyConfig` (task ids and image size come from it)
+    :param keep_states: for an image policy, also keep the episodes' privileged states (all of
+        them must have states), for :attr:`TrainConfig.state_aux_weight`
     :raises EmptyDatasetError: if there are no rows
     :raises KeyError: for an episode of a task the policy does not know
     """
 
-    def __init__(self, episodes, config):
+    def __init__(self, episodes, config, keep_states=False):
         if not episodes:
             raise EmptyDatasetError('no episodes to train on')
         self.task_ids = np.concatenate([np.full(len(e), config.task_id(e.task)) for e in episodes])
@@ -122,10 +134,11 @@ class DemoDataset:
             self.images = np.concatenate([
                 np.stack([resize_image(im, config.image_size) for im in e.images])
                 for e in episodes])
-        else:
+        if config.observation == 'state' or keep_states:
             missing = [e.task for e in episodes if e.states is None]
             if missing:
-                raise ValueError(f'state policy, but episodes of {missing[:3]} have no states')
+                what = 'state policy' if config.observation == 'state' else 'keep_states'
+                raise ValueError(f'{what}, but episodes of {missing[:3]} have no states')
             self.states = np.concatenate([e.states for e in episodes])
         self.task_counts = {}
         for e in episodes:
@@ -206,6 +219,50 @@ def anchor_weights(policy, anchor=None):
     if [tuple(p.shape) for p in params] != shapes:
         raise ValueError('the L2 anchor has another architecture than the policy being trained')
     return params
+
+
+class _StateAuxiliary:
+    """
+    Auxiliary state prediction from the image encoder (:attr:`TrainConfig.state_aux_weight`).
+
+    A forward hook keeps the encoder's output of the training forward pass, so the images are
+    encoded once; a linear head maps it to the dataset's normalised state dimensions that vary.
+
+    :param model: the image :class:`TaskPolicy` being trained
+    :param dataset: a :class:`DemoDataset` built with ``keep_states=True``
+    :raises ValueError: for a state policy or a dataset without states
+    """
+
+    def __init__(self, model, dataset):
+        if model.config.observation != 'image' or dataset.states is None:
+            raise ValueError('state_aux_weight needs an image policy and a dataset with states '
+                             '(DemoDataset(..., keep_states=True) of simulator episodes)')
+        std = dataset.states.std(0)
+        self.dims = torch.as_tensor(np.flatnonzero(std > 1e-3), device=model.device)
+        self.mean = torch.as_tensor(dataset.states.mean(0), device=model.device)[self.dims]
+        self.std = torch.as_tensor(std, device=model.device)[self.dims]
+        encoder = model.net.backbone.encoder
+        self.head = torch.nn.Linear(ENCODER_DIM, len(self.dims)).to(model.device)
+        self._encoded = None
+        self._hook = encoder.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output):
+        self._encoded = output
+
+    def loss(self, batch):
+        """
+        Squared error of the predicted normalised state, after the batch's forward pass.
+
+        :param batch: the :class:`ObservationBatch` just passed through the model
+        :return: scalar tensor
+        """
+        target = (batch.states[:, self.dims].float() - self.mean) / self.std
+        return (self.head(self._encoded) - target).pow(2).mean()
+
+    def close(self):
+        """Remove the hook; the model is left as it was built."""
+        self._hook.remove()
+        self._encoded = None
 
 
 def _bc_loss(config, mean, log_std, target):
@@ -336,6 +393,9 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
         model.eval()
         val_start = mean_action_mse(model, dataset, val_rows)
         model.train()
+    state_aux = _StateAuxiliary(model, dataset) if config.state_aux_weight > 0 else None
+    if state_aux is not None:
+        groups.append({'params': list(state_aux.head.parameters())})
     alpha_start = int(config.alpha_start_fraction * config.steps)
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
@@ -367,6 +427,9 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
             mean, log_std, _ = model(batch)
             bc_loss = _bc_loss(config, mean, log_std, target)
             loss = bc_loss
+        if state_aux is not None:
+            aux_loss = state_aux.loss(batch)
+            loss = loss + config.state_aux_weight * aux_loss
         if init_params is not None:
             l2 = sum((p - p0).pow(2).sum() for p, p0 in zip(model.net.parameters(), init_params))
             loss = loss + config.l2_init_weight * l2
@@ -380,6 +443,8 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
         if step % 100 == 0 or step == config.steps - 1:
             metrics = {'loss': float(loss.detach()), 'bc_loss': float(bc_loss.detach()),
                        'mse': float((mean.detach() - target).pow(2).sum(-1).mean())}
+            if state_aux is not None:
+                metrics['state_aux_loss'] = float(aux_loss.detach())
             if val_start is not None:
                 model.eval()
                 metrics.update(val_mse=mean_action_mse(model, dataset, val_rows),
@@ -388,6 +453,8 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
             bar.set_postfix(loss=f'{metrics["loss"]:.3f}')
             if log_fn is not None:
                 log_fn(step, metrics)
+    if state_aux is not None:
+        state_aux.close()
     if config.forgetting_control == 'adaptive_prior':
         metrics['alpha'] = model.task_alphas()
     return model.eval(), metrics

@@ -146,3 +146,46 @@ def test_mse_fine_tuning_fits_the_executed_mean_better_than_nll_from_few_demos()
                                                            loss=loss))
         errors[loss] = metrics['mse']
     assert errors['mse'] < errors['nll']
+
+
+def image_episode_with_states(task, seed, length=24):
+    """Episode whose image shows a bright square at the position given by state dims 4 and 5."""
+    rng = np.random.default_rng(seed)
+    states = np.zeros((length, 39), dtype=np.float32)
+    states[:, 4:6] = rng.uniform(-1, 1, size=(length, 2))
+    images = np.zeros((length, 32, 32, 3), dtype=np.uint8)
+    for t, (x, y) in enumerate(states[:, 4:6]):
+        col, row = int((x + 1) * 13), int((y + 1) * 13)
+        images[t, row:row + 4, col:col + 4] = 255
+    proprio = rng.normal(size=(length, 4)).astype(np.float32)
+    actions = np.clip(states[:, [4, 5, 4, 5]], -1, 1)
+    return Episode(task=task, proprio=proprio, actions=actions, images=images, states=states)
+
+
+def test_state_auxiliary_loss_trains_a_head_that_is_not_kept():
+    torch.manual_seed(0)
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='image', image_size=32,
+                                     conv_channels=(8, 8, 8, 8), hidden_dim=32, feature_dim=16))
+    episodes = [image_episode_with_states('reach-v3', i) for i in range(6)]
+    dataset = DemoDataset(episodes, policy.config, keep_states=True)
+    fit_normalisation(policy, dataset)
+    logged = []
+    config = TrainConfig(steps=201, batch_size=32, forgetting_control='none', loss='mse',
+                         image_shift_px=0, state_aux_weight=1.0)
+    trained, metrics = train_bc(policy, dataset, config,
+                                log_fn=lambda step, m: logged.append(m['state_aux_loss']))
+    # Only the two varying state dimensions are targets; their normalised error falls.
+    assert logged[-1] < 0.5 * logged[0]
+    assert set(trained.state_dict()) == set(policy.state_dict())
+    assert not trained.net.backbone.encoder._forward_hooks
+    with pytest.raises(ValueError, match='keep_states=True'):
+        train_bc(policy, DemoDataset(episodes, policy.config), config)
+
+
+def test_state_auxiliary_loss_needs_states_in_every_episode():
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='image', image_size=32,
+                                     conv_channels=(8, 8, 8, 8)))
+    episode = image_episode_with_states('reach-v3', 0)
+    episode.states = None
+    with pytest.raises(ValueError, match='have no states'):
+        DemoDataset([episode], policy.config, keep_states=True)
