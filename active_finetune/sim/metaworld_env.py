@@ -176,6 +176,11 @@ class MetaWorldEnv:
         env._freeze_rand_vec = False
         env.seeded_rand_vec = True
         self._state, _ = env.reset()
+        # Meta-World moves the goal site after its last kinematics pass of the reset, so without
+        # this the first image shows the goal where an earlier scene had it (one frame per
+        # episode, in demos and evaluations alike).
+        import mujoco
+        mujoco.mj_kinematics(env.model, env.data)
         self._env = env
         self.task = task
         self.steps = 0

@@ -20,6 +20,17 @@ def test_reset_is_deterministic_per_seed(image_env):
     assert not np.array_equal(a.state, c.state)
 
 
+@pytest.mark.parametrize('task', ['push-v3', 'reach-v3'])
+def test_first_frame_shows_the_goal_of_its_own_scene(image_env, task):
+    # Meta-World places the goal site after the reset's last kinematics pass; the first image
+    # was rendered with the goal of an earlier scene.
+    for seed in (1, 2, 3):
+        obs = image_env.reset(task, seed=seed)
+        data = image_env._env.data
+        drawn = data.site_xpos[image_env._env.model.site('goal').id]
+        np.testing.assert_allclose(drawn, obs.state[36:39], atol=1e-6)
+
+
 def test_observation_shapes(image_env):
     obs = image_env.reset('reach-v3', seed=0)
     assert obs.image.shape == (32, 32, 3) and obs.image.dtype == np.uint8
