@@ -83,7 +83,7 @@ def main(argv=None):
     parser.add_argument('--loss', choices=('nll', 'mse'), default='nll',
                         help='behaviour-cloning loss: Gaussian NLL or squared error of the mean')
     parser.add_argument('--demos-per-task', type=int, default=0,
-                        help='demos of every task of the mix (0: the mix\'s own counts)')
+                        help='demos of every task of the mix (0: the counts of the mix)')
     parser.add_argument('--state-aux', type=float, default=0.0,
                         help='weight of the auxiliary state-prediction loss (0: off)')
     parser.add_argument('--shift', type=int, default=TrainConfig.image_shift_px,
@@ -139,7 +139,8 @@ def main(argv=None):
             print(json.dumps({'camera': camera, **run['stages'][-1]}), flush=True)
         save_checkpoint(policy, REPOSITORY_ROOT / 'runs' / 'pretrain_levers' /
                         f'{camera}_{int(time.time())}',
-                        {'kind': 'pretrain', 'mix': mix, 'state_aux': args.state_aux, 'seed': args.seed, 'noise_std': 0.1,
+                        {'kind': 'pretrain', 'mix': mix, 'state_aux': args.state_aux,
+                         'seed': args.seed, 'noise_std': 0.1,
                          'camera': camera, 'steps': steps, 'rows': len(data),
                          'loss': args.loss,
                          'command': ' '.join(shlex.quote(a) for a in sys.argv)})

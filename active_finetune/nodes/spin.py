@@ -6,6 +6,7 @@ The shared ``main`` body of every node: init, build, spin, clean shutdown on SIG
 """
 
 import signal
+import threading
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -13,6 +14,23 @@ from rclpy.signals import SignalHandlerOptions
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Signals that stop a node cleanly (its destroy_node runs: final zero, flushed files)."""
+
+
+_STOP_REQUESTED = threading.Event()
+
+
+def _stop(signum, frame):
+    _STOP_REQUESTED.set()
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_requested():
+    """
+    Tell whether a stop signal has arrived since the handlers were installed.
+
+    :return: bool
+    """
+    return _STOP_REQUESTED.is_set()
 
 
 def install_stop_handlers():
@@ -24,8 +42,9 @@ def install_stop_handlers():
     (or a supervisor's SIGINT) would never reach the node.  SIGHUP (terminal closed, SSH
     dropped) would otherwise kill the process without its final zero.
     """
+    _STOP_REQUESTED.clear()
     for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.default_int_handler)
+        signal.signal(sig, _stop)
 
 
 def ignore_stop_signals():
@@ -65,6 +84,12 @@ def run_node(node_factory, args=None, threads=1):
             rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # A KeyboardInterrupt raised while rclpy's C++ layer converts a taken message reaches
+        # us as pybind11's "Unable to convert call argument" RuntimeError; after a stop signal
+        # it is that stop, anything else is a real error.
+        if not stop_requested():
+            raise
     finally:
         ignore_stop_signals()
         if node is not None:

@@ -224,7 +224,10 @@ def test_dashboard_shows_the_sim_loop_and_its_buttons_act_through_the_nodes(sim_
         page.click('[data-testid=estop-on]')
         result = wait_until(graph, lambda: last_result(page, 'estop'), 'estop result', deadline)
         assert result['ok'] and 'command mux confirms estop ENGAGED' in result['message'], result
-        assert any(s['estop'] for t, s in watcher.get('mux/status') if t >= clicked_s)
+        # The dashboard and this test's watcher are separate subscribers: the watcher may get
+        # the same mux/status a moment after the dashboard did.
+        wait_until(graph, lambda: any(s['estop'] for t, s in watcher.get('mux/status')
+                                      if t >= clicked_s), 'a mux/status with estop', deadline)
         wait_until(graph, lambda: page.text_content('#estop-banner') == 'ESTOP ENGAGED',
                    'the banner showing ESTOP ENGAGED', deadline)
         log = page.evaluate('window.bannerLog')
