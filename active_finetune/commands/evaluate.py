@@ -8,7 +8,8 @@ from active_finetune.atomic_io import atomic_write_bytes
 from active_finetune.commands.common import parse_tasks, setup_cli
 from active_finetune.policy.checkpoint import load_checkpoint
 from active_finetune.sim.metaworld_env import SimConfig
-from active_finetune.sim.rollouts import default_workers, evaluate_policy
+from active_finetune.sim.rollouts import (
+    default_workers, evaluate_policy, PURPOSE_DEMO, PURPOSE_EVAL)
 from rich.console import Console
 from rich.table import Table
 
@@ -50,20 +51,32 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=1000)
     parser.add_argument('--max-steps', type=int, default=200)
     parser.add_argument('--workers', type=int, default=default_workers())
+    parser.add_argument('--scenes', choices=('evaluation', 'pretraining'), default='evaluation',
+                        help="'evaluation': new scenes drawn from --seed; 'pretraining': the "
+                             'scenes of the first demos the checkpoint was pretrained on (its '
+                             'recorded seed), to tell not generalising from not fitting')
     parser.add_argument('--out', help='JSON file for the results')
     args = parser.parse_args(argv)
     setup_cli()
     policy, config = load_checkpoint(args.checkpoint)
+    purpose, seed = PURPOSE_EVAL, args.seed
+    if args.scenes == 'pretraining':
+        seed = config.get('provenance', {}).get('seed')
+        if seed is None:
+            parser.error(f'{args.checkpoint} records no pretraining seed, so its pretraining '
+                         'scenes are unknown; use --scenes evaluation')
+        purpose = PURPOSE_DEMO
     tasks = parse_tasks(args.tasks) if args.tasks else policy.config.tasks
     image_size = policy.config.image_size if policy.config.observation == 'image' else 0
     sim_config = SimConfig(image_size=image_size, max_steps=args.max_steps)
-    rates = evaluate_policy(policy, tasks, args.episodes, sim_config, base_seed=args.seed,
-                            workers=args.workers)
-    Console().print(success_table(f'{args.checkpoint} ({args.episodes} episodes per task)',
-                                  {'success': rates}))
+    rates = evaluate_policy(policy, tasks, args.episodes, sim_config, base_seed=seed,
+                            workers=args.workers, purpose=purpose)
+    Console().print(success_table(f'{args.checkpoint} ({args.episodes} episodes per task, '
+                                  f'{args.scenes} scenes)', {'success': rates}))
     if args.out:
         result = {'checkpoint': str(args.checkpoint), 'weights_sha256': config['weights_sha256'],
-                  'episodes_per_task': args.episodes, 'seed': args.seed, 'success': rates,
+                  'episodes_per_task': args.episodes, 'scenes': args.scenes, 'seed': seed,
+                  'success': rates,
                   'mean_success': sum(rates.values()) / len(rates)}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(args.out, json.dumps(result, indent=2).encode())
