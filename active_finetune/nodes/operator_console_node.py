@@ -41,7 +41,8 @@ from active_finetune import payloads
 from active_finetune.console_view import ConsoleState, OperatorConsoleConfig, render_console
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
-from active_finetune.nodes.spin import ignore_stop_signals, install_stop_handlers
+from active_finetune.nodes.spin import (
+    ignore_stop_signals, install_stop_handlers, stopping_on_signal)
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -369,11 +370,10 @@ def main(args=None):
     install_stop_handlers()
     node = None
     try:
-        overrides = [Parameter('once', value=True)] if options.once else []
-        node = OperatorConsoleNode(parameter_overrides=overrides)
-        run_console(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        with stopping_on_signal():
+            overrides = [Parameter('once', value=True)] if options.once else []
+            node = OperatorConsoleNode(parameter_overrides=overrides)
+            run_console(node)
     finally:
         ignore_stop_signals()
         if node is not None:

@@ -5,6 +5,7 @@ The shared ``main`` body of every node: init, build, spin, clean shutdown on SIG
 :func:`run_node` (the operator console).
 """
 
+import contextlib
 import signal
 import threading
 
@@ -59,6 +60,24 @@ def ignore_stop_signals():
         signal.signal(sig, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def stopping_on_signal():
+    """
+    End the ``with`` block quietly when a stop signal or an external shutdown ends it.
+
+    A KeyboardInterrupt raised while rclpy's C++ layer converts a taken message reaches Python as
+    pybind11's "Unable to convert call argument" RuntimeError; after a stop signal it is that
+    stop, any other RuntimeError is a real error and propagates.
+    """
+    try:
+        yield
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RuntimeError:
+        if not stop_requested():
+            raise
+
+
 def run_node(node_factory, args=None, threads=1):
     """
     Build a node, spin it until Ctrl-C, SIGTERM or SIGHUP, destroy it (it flushes and zeroes).
@@ -75,21 +94,14 @@ def run_node(node_factory, args=None, threads=1):
     install_stop_handlers()
     node = None
     try:
-        node = node_factory()
-        if threads > 1:
-            executor = MultiThreadedExecutor(num_threads=threads)
-            executor.add_node(node)
-            executor.spin()
-        else:
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        # A KeyboardInterrupt raised while rclpy's C++ layer converts a taken message reaches
-        # us as pybind11's "Unable to convert call argument" RuntimeError; after a stop signal
-        # it is that stop, anything else is a real error.
-        if not stop_requested():
-            raise
+        with stopping_on_signal():
+            node = node_factory()
+            if threads > 1:
+                executor = MultiThreadedExecutor(num_threads=threads)
+                executor.add_node(node)
+                executor.spin()
+            else:
+                rclpy.spin(node)
     finally:
         ignore_stop_signals()
         if node is not None:

@@ -53,3 +53,13 @@ def test_a_runtime_error_without_a_stop_signal_is_raised(monkeypatch, restore_si
     with pytest.raises(RuntimeError, match='a real failure'):
         spin.run_node(lambda: node)
     assert node.destroyed and not spin.stop_requested()
+
+
+def test_the_console_and_the_nodes_share_one_stop_rule(restore_signals):
+    spin.install_stop_handlers()
+    with pytest.raises(RuntimeError, match='not a stop'):
+        with spin.stopping_on_signal():
+            raise RuntimeError('not a stop')
+    with spin.stopping_on_signal():
+        spin_that_converts(RuntimeError)(None)
+    assert spin.stop_requested()
