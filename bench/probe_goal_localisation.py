@@ -62,7 +62,7 @@ def probe(train, test, image_size, steps, batch_size, seed):
     :return: dict with per-axis RMSE (cm) of goal and object and their spread (cm)
     """
     torch.manual_seed(seed)
-    dims = list(range(39))[GOAL] + list(range(39))[OBJECT]
+    dims = np.r_[GOAL, OBJECT]
     images, states = train
     targets = states[:, dims]
     mean, std = targets.mean(0), targets.std(0) + 1e-6
