@@ -22,7 +22,8 @@ import time
 from active_finetune.commands.common import load_mix, parse_tasks, setup_cli
 from active_finetune.data.episode import Episode
 from active_finetune.policy.checkpoint import save_checkpoint
-from active_finetune.policy.model import PolicyConfig, TaskPolicy
+from active_finetune.policy.model import ENCODERS, load_pretrained_trunk, PolicyConfig, \
+    TaskPolicy
 from active_finetune.sim.metaworld_env import SimConfig
 from active_finetune.sim.rollouts import collect_demos, evaluate_policy
 from active_finetune.training.bc import DemoDataset, fit_normalisation, train_bc, TrainConfig
@@ -88,6 +89,8 @@ def main(argv=None):
                         help='weight of the auxiliary state-prediction loss (0: off)')
     parser.add_argument('--shift', type=int, default=TrainConfig.image_shift_px,
                         help='random-shift augmentation, pixels')
+    parser.add_argument('--encoder', choices=ENCODERS, default='conv',
+                        help='image encoder (PolicyConfig.encoder)')
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', default=str(REPOSITORY_ROOT / 'results'
@@ -110,11 +113,14 @@ def main(argv=None):
                              REPOSITORY_ROOT / 'runs' / 'cache')
         collect_s = time.perf_counter() - t0
         policy = TaskPolicy(PolicyConfig(tasks=tasks, observation='image',
-                                         image_size=args.image_size))
+                                         image_size=args.image_size, encoder=args.encoder))
+        if policy.trunk is not None:
+            load_pretrained_trunk(policy)
         data = DemoDataset(demos, policy.config, keep_states=args.state_aux > 0)
         fit_normalisation(policy, data)
         run = {'camera': camera, 'mix': args.mix, 'demos_per_task': mix,
-               'state_aux': args.state_aux, 'shift_px': args.shift, 'image_size': args.image_size,
+               'encoder': args.encoder, 'state_aux': args.state_aux, 'shift_px': args.shift,
+               'image_size': args.image_size,
                'batch_size': args.batch_size, 'loss': args.loss, 'demos': len(demos),
                'rows': len(data),
                'collect_s': round(collect_s, 1), 'stages': []}
@@ -139,7 +145,8 @@ def main(argv=None):
             print(json.dumps({'camera': camera, **run['stages'][-1]}), flush=True)
         save_checkpoint(policy, REPOSITORY_ROOT / 'runs' / 'pretrain_levers' /
                         f'{camera}_{int(time.time())}',
-                        {'kind': 'pretrain', 'mix': mix, 'state_aux': args.state_aux,
+                        {'kind': 'pretrain', 'mix': mix, 'encoder': args.encoder,
+                         'state_aux': args.state_aux,
                          'seed': args.seed, 'noise_std': 0.1,
                          'camera': camera, 'steps': steps, 'rows': len(data),
                          'loss': args.loss,

@@ -3,16 +3,19 @@ Can the image encoder locate what the goal-directed tasks depend on?  A linear p
 
 For each task and image size it collects scripted demos (operator noise 0.1, the simulator's
 workspace camera), then trains the policy's own image encoder (the architecture of
-:class:`TaskPolicy`, from scratch, random-shift augmentation as in pretraining) with a linear
+:class:`TaskPolicy` for each of ``--encoders``: from scratch with random-shift augmentation as in
+pretraining, or, for a frozen ImageNet trunk, the trainable part above it) with a linear
 head to predict the goal position and the object position from one image, on the frames of the
 first ``--train`` demos, and reports the error on the frames of the other demos, per axis in cm,
 next to the spread of the true values (the error of always predicting their mean).  The first
 frame of each episode is left out.  A policy cannot act more precisely than its encoder locates
 the goal: the tasks need the gripper or the object within 5-7 cm of it.
 
-Writes results/probe_goal_localisation.json.
+Writes results/probe_goal_localisation.json (``--out``).
 
     .venv/bin/python bench/probe_goal_localisation.py --tasks push-v3,reach-v3 --sizes 96,128
+    .venv/bin/python bench/probe_goal_localisation.py --encoders conv,efficientnet_lite0 \
+        --sizes 96 --out results/probe_goal_localisation_encoders.json
 """
 
 import argparse
@@ -23,7 +26,8 @@ import sys
 import time
 
 from active_finetune.commands.common import setup_cli
-from active_finetune.policy.model import ENCODER_DIM, PolicyConfig, TaskPolicy
+from active_finetune.policy.model import ENCODER_DIM, ENCODERS, load_pretrained_trunk, \
+    PolicyConfig, TaskPolicy
 from active_finetune.sim.metaworld_env import SimConfig
 from active_finetune.sim.rollouts import collect_demos
 from active_finetune.training.bc import random_shift, TrainConfig
@@ -49,7 +53,20 @@ def frames(episodes):
     return images, states
 
 
-def probe(train, test, image_size, steps, batch_size, seed):
+def encode(policy, images, chunk=512):
+    """
+    Compute what the trainable part of a frozen-trunk image encoder sees.
+
+    :param policy: :class:`TaskPolicy`
+    :param images: uint8 (N, H, W, 3)
+    :return: float tensor
+    """
+    with torch.no_grad():
+        return torch.cat([policy.image_features(torch.from_numpy(images[i:i + chunk]))
+                          for i in range(0, len(images), chunk)])
+
+
+def probe(train, test, image_size, steps, batch_size, seed, encoder='conv'):
     """
     Train encoder + linear head on ``train`` frames, measure the error on ``test`` frames.
 
@@ -59,6 +76,8 @@ def probe(train, test, image_size, steps, batch_size, seed):
     :param steps: optimiser steps
     :param batch_size: frames per step
     :param seed: torch and sampling seed
+    :param encoder: :attr:`PolicyConfig.encoder`; a frozen pretrained trunk is applied once to
+        every frame and gets no random-shift augmentation, as in :func:`train_bc`
     :return: dict with per-axis RMSE (cm) of goal and object and their spread (cm)
     """
     torch.manual_seed(seed)
@@ -66,30 +85,37 @@ def probe(train, test, image_size, steps, batch_size, seed):
     images, states = train
     targets = states[:, dims]
     mean, std = targets.mean(0), targets.std(0) + 1e-6
-    encoder = TaskPolicy(PolicyConfig(tasks=('probe',), image_size=image_size)).net.backbone \
-        .encoder
+    policy = TaskPolicy(PolicyConfig(tasks=('probe',), image_size=image_size, encoder=encoder))
+    if policy.trunk is not None:
+        load_pretrained_trunk(policy)
+    trainable = policy.net.backbone.encoder
     head = torch.nn.Linear(ENCODER_DIM, len(dims))
-    optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=3e-4)
+    optimizer = torch.optim.Adam([*trainable.parameters(), *head.parameters()], lr=3e-4)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x_train = torch.from_numpy(images)
+    test_images, test_states = test
+    if policy.trunk is not None:
+        x_train, x_test = encode(policy, images), encode(policy, test_images)
+    else:
+        x_train, x_test = torch.from_numpy(images), torch.from_numpy(test_images)
     y_train = torch.from_numpy((targets - mean) / std)
 
     def predict(batch, augment):
-        if augment:
-            batch = random_shift(batch, TrainConfig.image_shift_px, generator)
-        return head(encoder(batch.permute(0, 3, 1, 2).float().div(255.0)))
+        if policy.trunk is None:
+            if augment:
+                batch = random_shift(batch, TrainConfig.image_shift_px, generator)
+            batch = policy.image_features(batch)
+        return head(trainable(batch))
 
     for _ in range(steps):
-        idx = rng.integers(0, len(x_train), size=batch_size)
+        idx = torch.from_numpy(rng.integers(0, len(x_train), size=batch_size))
         loss = (predict(x_train[idx], True) - y_train[idx]).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    test_images, test_states = test
     with torch.no_grad():
-        pred = torch.cat([predict(torch.from_numpy(test_images[i:i + 512]), False)
-                          for i in range(0, len(test_images), 512)]).numpy() * std + mean
+        pred = torch.cat([predict(x_test[i:i + 512], False)
+                          for i in range(0, len(x_test), 512)]).numpy() * std + mean
     truth = test_states[:, dims]
     rmse = np.sqrt(((pred - truth) ** 2).mean(0)) * 100
     spread = truth.std(0) * 100
@@ -105,6 +131,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--tasks', default='push-v3,reach-v3')
     parser.add_argument('--sizes', default='96,128')
+    parser.add_argument('--encoders', default='conv',
+                        help=f'comma-separated image encoders, of {ENCODERS}')
     parser.add_argument('--demos', type=int, default=120)
     parser.add_argument('--train', type=int, default=100)
     parser.add_argument('--steps', type=int, default=2000)
@@ -126,15 +154,16 @@ def main(argv=None):
                                   base_seed=args.seed, noise_std=0.1, workers=args.workers,
                                   progress=False)
             collect_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            row = {'task': task, 'image_size': size, 'demos': args.demos, 'train': args.train,
-                   'steps': args.steps,
-                   **probe(frames(demos[:args.train]), frames(demos[args.train:]), size,
-                           args.steps, args.batch_size, args.seed),
-                   'collect_s': round(collect_s, 1),
-                   'train_s': round(time.perf_counter() - t0, 1)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for encoder in args.encoders.split(','):
+                t0 = time.perf_counter()
+                row = {'task': task, 'image_size': size, 'encoder': encoder,
+                       'demos': args.demos, 'train': args.train, 'steps': args.steps,
+                       **probe(frames(demos[:args.train]), frames(demos[args.train:]), size,
+                               args.steps, args.batch_size, args.seed, encoder),
+                       'collect_s': round(collect_s, 1),
+                       'train_s': round(time.perf_counter() - t0, 1)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     result = {'command': ' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
               'camera': SimConfig().camera, 'rows': rows}
     Path(args.out).write_text(json.dumps(result, indent=1) + '\n')

@@ -7,7 +7,8 @@ import time
 
 from active_finetune.commands.common import load_mix, parse_tasks, setup_cli
 from active_finetune.policy.checkpoint import save_checkpoint
-from active_finetune.policy.model import PolicyConfig, TaskPolicy
+from active_finetune.policy.model import ENCODERS, load_pretrained_trunk, PolicyConfig, \
+    TaskPolicy
 from active_finetune.sim.metaworld_env import SimConfig
 from active_finetune.sim.rollouts import collect_demos, default_workers
 from active_finetune.training.bc import DemoDataset, fit_normalisation, train_bc, TrainConfig
@@ -16,7 +17,7 @@ _LOG = logging.getLogger('active_finetune.pretrain')
 
 
 def pretrain(mix, tasks, observation, image_size, train_config, seed, workers, noise_std=0.0,
-             log_dir=None, progress=True, camera='workspace', max_steps=200):
+             log_dir=None, progress=True, camera='workspace', max_steps=200, encoder='conv'):
     """
     Collect demos for ``mix`` and train a fresh policy on them.
 
@@ -32,6 +33,8 @@ def pretrain(mix, tasks, observation, image_size, train_config, seed, workers, n
     :param progress: show progress bars
     :param camera: simulator camera (see :class:`SimConfig`)
     :param max_steps: demo horizon (control steps)
+    :param encoder: image encoder (:attr:`PolicyConfig.encoder`); a pretrained one gets its
+        ImageNet weights here
     :return: (policy, metrics dict, provenance dict)
     """
     import torch
@@ -42,7 +45,10 @@ def pretrain(mix, tasks, observation, image_size, train_config, seed, workers, n
     episodes = collect_demos({t: n for t, n in mix.items() if n > 0}, sim_config, base_seed=seed,
                              noise_std=noise_std, workers=workers, progress=progress)
     collect_s = time.perf_counter() - t0
-    policy = TaskPolicy(PolicyConfig(tasks=tasks, observation=observation, image_size=image_size))
+    policy = TaskPolicy(PolicyConfig(tasks=tasks, observation=observation, image_size=image_size,
+                                     encoder=encoder))
+    if policy.trunk is not None:
+        load_pretrained_trunk(policy)
     dataset = DemoDataset(episodes, policy.config,
                           keep_states=train_config.state_aux_weight > 0)
     fit_normalisation(policy, dataset)
@@ -96,6 +102,10 @@ def main(argv=None):
                              'from the image encoder (image policies; 0: off)')
     parser.add_argument('--shift', type=int, default=TrainConfig.image_shift_px,
                         help='random-shift image augmentation, pixels')
+    parser.add_argument('--encoder', choices=ENCODERS, default='efficientnet_lite0',
+                        help='image encoder: a frozen ImageNet-pretrained EfficientNet-Lite0 '
+                             "trunk under a trainable head, or 'conv', a small CNN trained from "
+                             'scratch (default: %(default)s)')
     parser.add_argument('--noise-std', type=float, default=0.0)
     parser.add_argument('--workers', type=int, default=default_workers())
     parser.add_argument('--threads', type=int, default=1, help='torch threads for training')
@@ -113,7 +123,8 @@ def main(argv=None):
                                state_aux_weight=args.state_aux, image_shift_px=args.shift)
     policy, metrics, provenance = pretrain(mix, tasks, args.observation, args.image_size,
                                            train_config, args.seed, args.workers, args.noise_std,
-                                           args.log_dir, camera=args.camera)
+                                           args.log_dir, camera=args.camera,
+                                           encoder=args.encoder)
     provenance['command'] = 'af-pretrain ' + ' '.join(
         argv if argv is not None else __import__('sys').argv[1:])
     digest = save_checkpoint(policy, args.out, provenance)

