@@ -89,6 +89,8 @@ def main(argv=None):
                         help='weight of the auxiliary state-prediction loss (0: off)')
     parser.add_argument('--shift', type=int, default=TrainConfig.image_shift_px,
                         help='random-shift augmentation, pixels')
+    parser.add_argument('--lr-schedule', choices=('constant', 'cosine'), default='constant',
+                        help='learning rate over each stage (TrainConfig.lr_schedule)')
     parser.add_argument('--encoder', choices=ENCODERS, default='conv',
                         help='image encoder (PolicyConfig.encoder)')
     parser.add_argument('--workers', type=int, default=2)
@@ -119,7 +121,8 @@ def main(argv=None):
         data = DemoDataset(demos, policy.config, keep_states=args.state_aux > 0)
         fit_normalisation(policy, data)
         run = {'camera': camera, 'mix': args.mix, 'demos_per_task': mix,
-               'encoder': args.encoder, 'state_aux': args.state_aux, 'shift_px': args.shift,
+               'encoder': args.encoder, 'lr_schedule': args.lr_schedule,
+               'state_aux': args.state_aux, 'shift_px': args.shift,
                'image_size': args.image_size,
                'batch_size': args.batch_size, 'loss': args.loss, 'demos': len(demos),
                'rows': len(data),
@@ -130,7 +133,7 @@ def main(argv=None):
             policy, metrics = train_bc(policy, data, TrainConfig(
                 steps=args.stage_steps, batch_size=args.batch_size, seed=args.seed + stage,
                 forgetting_control='none', loss=args.loss, state_aux_weight=args.state_aux,
-                image_shift_px=args.shift))
+                image_shift_px=args.shift, lr_schedule=args.lr_schedule))
             steps += args.stage_steps
             train_s = time.perf_counter() - t0
             pre = [t for t in tasks if mix.get(t, 0) > 0]

@@ -32,6 +32,8 @@ class TrainConfig:
     steps: int = 3000
     batch_size: int = 128
     learning_rate: float = 3e-4
+    lr_schedule: str = 'constant'
+    """'constant', or 'cosine': the network's learning rate decays to 0 over the steps."""
     weight_decay: float = 0.0
     seed: int = 0
     image_shift_px: int = 4
@@ -94,6 +96,9 @@ class TrainConfig:
         if self.forgetting_control not in FORGETTING_CONTROLS:
             raise ValueError(f'forgetting_control must be one of {FORGETTING_CONTROLS}, '
                              f'got {self.forgetting_control!r}')
+        if self.lr_schedule not in ('constant', 'cosine'):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', "
+                             f'got {self.lr_schedule!r}')
         if self.loss not in ('nll', 'mse'):
             raise ValueError(f"loss must be 'nll' or 'mse', got {self.loss!r}")
         if self.alpha_penalty < 0 or self.l2_init_weight < 0:
@@ -423,6 +428,9 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
     alpha_start = int(config.alpha_start_fraction * config.steps)
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
+    scheduler = None
+    if config.lr_schedule == 'cosine':
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, config.steps))
     alpha_optimizer = None
     if config.forgetting_control == 'adaptive_prior':
         alpha_optimizer = torch.optim.Adam(
@@ -465,11 +473,14 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
             alpha_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         if alpha_optimizer is not None and step >= alpha_start:
             alpha_optimizer.step()
         if step % 100 == 0 or step == config.steps - 1:
             metrics = {'loss': float(loss.detach()), 'bc_loss': float(bc_loss.detach()),
-                       'mse': float((mean.detach() - target).pow(2).sum(-1).mean())}
+                       'mse': float((mean.detach() - target).pow(2).sum(-1).mean()),
+                       'lr': optimizer.param_groups[0]['lr']}
             if state_aux is not None:
                 metrics['state_aux_loss'] = float(aux_loss.detach())
             if val_start is not None:

@@ -189,3 +189,21 @@ def test_state_auxiliary_loss_needs_states_in_every_episode():
     episode.states = None
     with pytest.raises(ValueError, match='have no states'):
         DemoDataset([episode], policy.config, keep_states=True)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero():
+    episodes = [synthetic_episode('reach-v3', i) for i in range(2)]
+    policy = state_policy()
+    dataset = DemoDataset(episodes, policy.config)
+    seen = {}
+    for schedule in ('constant', 'cosine'):
+        log = {}
+        train_bc(policy, dataset, TrainConfig(steps=201, batch_size=8, lr_schedule=schedule,
+                                              forgetting_control='none'),
+                 log_fn=lambda step, metrics: log.__setitem__(step, metrics['lr']))
+        seen[schedule] = log
+    assert seen['constant'] == {0: 3e-4, 100: 3e-4, 200: 3e-4}
+    cosine = seen['cosine']
+    assert cosine[0] < 3e-4 and abs(cosine[100] - 1.5e-4) < 1e-5 and cosine[200] < 1e-9
+    with pytest.raises(ValueError, match='lr_schedule'):
+        TrainConfig(lr_schedule='linear')
