@@ -314,8 +314,25 @@ def split_rows(n_rows, fraction, rng):
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def _rows(dataset, idx, device, features=None):
+    """
+    Rows ``idx`` of ``dataset`` as a batch, with the trunk's cached features instead of images.
+
+    :param dataset: :class:`DemoDataset`
+    :param idx: row indices
+    :param device: torch device
+    :param features: :func:`trunk_features` of the dataset, or None to keep the images
+    :return: (ObservationBatch, actions tensor)
+    """
+    batch, target = dataset.batch(idx, device)
+    if features is not None:
+        batch.image_features = features[torch.as_tensor(idx, device=device)]
+        batch.images = None
+    return batch, target
+
+
 @torch.no_grad()
-def mean_action_mse(model, dataset, rows, batch_size=256):
+def mean_action_mse(model, dataset, rows, batch_size=256, features=None):
     """
     Squared error of the executed (mean) action on some rows of a dataset.
 
@@ -323,13 +340,14 @@ def mean_action_mse(model, dataset, rows, batch_size=256):
     :param dataset: :class:`DemoDataset`
     :param rows: row indices
     :param batch_size: rows per forward pass
+    :param features: :func:`trunk_features` of the dataset (a frozen-trunk policy), or None
     :return: mean over rows of the summed squared error, or None for no rows
     """
     if len(rows) == 0:
         return None
     total = 0.0
     for start in range(0, len(rows), batch_size):
-        batch, target = dataset.batch(rows[start:start + batch_size], model.device)
+        batch, target = _rows(dataset, rows[start:start + batch_size], model.device, features)
         mean, _, _ = model(batch)
         total += float((mean - target).pow(2).sum(-1).sum())
     return total / len(rows)
@@ -414,17 +432,17 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
                 model.alpha_gate.copy_(torch.as_tensor(evidence_gate(
                     dataset.task_counts, pretraining_counts, model.config.tasks)))
     train_rows, val_rows = split_rows(len(dataset), config.validation_fraction, rng)
+    features = None
+    if model.trunk is not None and config.steps > 0:
+        features = trunk_features(model, dataset, device)
     val_start = None
     if len(val_rows):
         model.eval()
-        val_start = mean_action_mse(model, dataset, val_rows)
+        val_start = mean_action_mse(model, dataset, val_rows, features=features)
         model.train()
     state_aux = _StateAuxiliary(model, dataset) if config.state_aux_weight > 0 else None
     if state_aux is not None:
         groups.append({'params': list(state_aux.head.parameters())})
-    features = None
-    if model.trunk is not None and config.steps > 0:
-        features = trunk_features(model, dataset, device)
     alpha_start = int(config.alpha_start_fraction * config.steps)
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
@@ -440,11 +458,8 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
     for step in bar:
         idx = train_rows[rng.integers(0, len(train_rows),
                                       size=min(config.batch_size, len(train_rows)))]
-        batch, target = dataset.batch(idx, device)
-        if features is not None:
-            batch.image_features = features[torch.as_tensor(idx, device=device)]
-            batch.images = None
-        elif batch.images is not None:
+        batch, target = _rows(dataset, idx, device, features)
+        if batch.images is not None:
             batch.images = random_shift(batch.images, config.image_shift_px, generator)
         if config.forgetting_control == 'adaptive_prior':
             # The fine-tuned network learns the demos on its own; alpha(c) learns, with the
@@ -485,7 +500,8 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
                 metrics['state_aux_loss'] = float(aux_loss.detach())
             if val_start is not None:
                 model.eval()
-                metrics.update(val_mse=mean_action_mse(model, dataset, val_rows),
+                metrics.update(val_mse=mean_action_mse(model, dataset, val_rows,
+                                                       features=features),
                                val_mse_start=val_start, val_rows=int(len(val_rows)))
                 model.train()
             bar.set_postfix(loss=f'{metrics["loss"]:.3f}')

@@ -94,3 +94,18 @@ def test_old_checkpoint_config_without_encoder_means_conv():
     fields = PolicyConfig(tasks=TASKS).to_dict()
     del fields['encoder']
     assert PolicyConfig(**fields).encoder == 'conv'
+
+
+def test_validation_uses_the_cached_features_and_matches_the_images():
+    from active_finetune.training.bc import mean_action_mse
+    policy = TaskPolicy(config())
+    load_pretrained_trunk(policy)
+    dataset = DemoDataset([episode('reach-v3'), episode('push-v3', seed=1)], policy.config)
+    rows = np.arange(len(dataset))
+    cached = mean_action_mse(policy, dataset, rows, features=trunk_features(policy, dataset,
+                                                                            'cpu'))
+    assert cached == pytest.approx(mean_action_mse(policy, dataset, rows), abs=1e-4)
+    _, metrics = train_bc(policy, dataset, TrainConfig(steps=20, batch_size=8,
+                                                       validation_fraction=0.25))
+    assert metrics['val_rows'] == 6
+    assert np.isfinite(metrics['val_mse']) and np.isfinite(metrics['val_mse_start'])
