@@ -30,7 +30,7 @@ from active_finetune.policy.model import ENCODER_DIM, ENCODERS, load_pretrained_
     PolicyConfig, TaskPolicy
 from active_finetune.sim.metaworld_env import SimConfig
 from active_finetune.sim.rollouts import collect_demos
-from active_finetune.training.bc import random_shift, TrainConfig
+from active_finetune.training.bc import random_shift, TrainConfig, trunk_features
 import numpy as np
 import torch
 
@@ -51,19 +51,6 @@ def frames(episodes):
     images = np.concatenate([e.images[1:] for e in episodes])
     states = np.concatenate([e.states[1:] for e in episodes]).astype(np.float32)
     return images, states
-
-
-def encode(policy, images, chunk=512):
-    """
-    Compute what the trainable part of a frozen-trunk image encoder sees.
-
-    :param policy: :class:`TaskPolicy`
-    :param images: uint8 (N, H, W, 3)
-    :return: float tensor
-    """
-    with torch.no_grad():
-        return torch.cat([policy.image_features(torch.from_numpy(images[i:i + chunk]))
-                          for i in range(0, len(images), chunk)])
 
 
 def probe(train, test, image_size, steps, batch_size, seed, encoder='conv'):
@@ -95,7 +82,8 @@ def probe(train, test, image_size, steps, batch_size, seed, encoder='conv'):
     rng = np.random.default_rng(seed)
     test_images, test_states = test
     if policy.trunk is not None:
-        x_train, x_test = encode(policy, images), encode(policy, test_images)
+        x_train, x_test = (trunk_features(policy, x, 'cpu', chunk=512).float()
+                           for x in (images, test_images))
     else:
         x_train, x_test = torch.from_numpy(images), torch.from_numpy(test_images)
     y_train = torch.from_numpy((targets - mean) / std)

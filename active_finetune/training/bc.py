@@ -207,20 +207,20 @@ def random_shift(images, pad, generator):
     return x.to(torch.uint8)
 
 
-def trunk_features(policy, dataset, device, chunk=256):
+def trunk_features(policy, images, device, chunk=256):
     """
-    Compute the frozen pretrained trunk's features of every frame of ``dataset`` once.
+    Compute the frozen pretrained trunk's features of every frame once.
 
     :param policy: a :class:`TaskPolicy` with a pretrained trunk
-    :param dataset: :class:`DemoDataset` with images
+    :param images: uint8 array (N, H, W, 3), e.g. a :class:`DemoDataset`'s ``images``
     :param device: torch device
     :param chunk: frames per forward pass
     :return: float16 tensor (N, C, h, w) on ``device`` (half the memory of float32)
     """
     out = []
-    for start in range(0, len(dataset), chunk):
-        images = torch.from_numpy(dataset.images[start:start + chunk]).to(device)
-        out.append(policy.image_features(images).half())
+    for start in range(0, len(images), chunk):
+        batch = torch.from_numpy(images[start:start + chunk]).to(device)
+        out.append(policy.image_features(batch).half())
     return torch.cat(out)
 
 
@@ -434,7 +434,7 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
     train_rows, val_rows = split_rows(len(dataset), config.validation_fraction, rng)
     features = None
     if model.trunk is not None and config.steps > 0:
-        features = trunk_features(model, dataset, device)
+        features = trunk_features(model, dataset.images, device)
     val_start = None
     if len(val_rows):
         model.eval()

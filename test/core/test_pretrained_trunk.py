@@ -71,7 +71,7 @@ def test_cached_features_give_the_same_actions_as_images():
     dataset = DemoDataset([episode('reach-v3')], policy.config)
     batch, _ = dataset.batch(np.arange(6), 'cpu')
     from_images = policy(batch)[0]
-    cached = trunk_features(policy, dataset, 'cpu')
+    cached = trunk_features(policy, dataset.images, 'cpu')
     assert cached.dtype == torch.float16 and cached.shape == (12, 40, 4, 4)
     features_only = ObservationBatch(task_ids=batch.task_ids, proprio=batch.proprio,
                                      image_features=cached[:6])
@@ -102,8 +102,8 @@ def test_validation_uses_the_cached_features_and_matches_the_images():
     load_pretrained_trunk(policy)
     dataset = DemoDataset([episode('reach-v3'), episode('push-v3', seed=1)], policy.config)
     rows = np.arange(len(dataset))
-    cached = mean_action_mse(policy, dataset, rows, features=trunk_features(policy, dataset,
-                                                                            'cpu'))
+    features = trunk_features(policy, dataset.images, 'cpu')
+    cached = mean_action_mse(policy, dataset, rows, features=features)
     assert cached == pytest.approx(mean_action_mse(policy, dataset, rows), abs=1e-4)
     _, metrics = train_bc(policy, dataset, TrainConfig(steps=20, batch_size=8,
                                                        validation_fraction=0.25))
