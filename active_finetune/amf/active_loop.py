@@ -123,6 +123,9 @@ class ActiveFinetuningLoop:
         self.strategy = make_strategy(config.strategy, tasks=self.tasks, seed=config.seed,
                                       pretraining_counts=self.pretraining_counts)
         self.round = 0
+        self._baseline = None
+        self.reused = []
+        """Tasks the last :meth:`evaluate` took from the first evaluation (see there)."""
 
     def _rollouts(self):
         if not self.strategy.needs_embeddings or self.config.target_rollouts_per_task == 0:
@@ -140,11 +143,26 @@ class ActiveFinetuningLoop:
         """
         Success rate per task of the current policy.
 
+        Every call uses the same scenes.  With the adaptive prior a task whose mixture weight is
+        exactly 0 (no demos yet) is served by the frozen pretrained weights, so its rollouts
+        would repeat the first evaluation's bit for bit: it takes that evaluation's rate instead
+        of being rolled out again (listed in :attr:`reused`).
+
         :return: dict task -> rate
         """
-        return evaluate_policy(self.policy, self.tasks, self.config.eval_episodes, self.sim_config,
-                               base_seed=10_000 + self.config.seed, workers=self.workers,
-                               progress=self.progress)
+        reuse = []
+        if self._baseline is not None and self.policy.config.adaptive_prior:
+            alphas = self.policy.task_alphas()
+            reuse = [t for t in self.tasks if alphas.get(t) == 0.0]
+        rest = [t for t in self.tasks if t not in reuse]
+        rates = evaluate_policy(self.policy, rest, self.config.eval_episodes, self.sim_config,
+                                base_seed=10_000 + self.config.seed, workers=self.workers,
+                                progress=self.progress) if rest else {}
+        rates.update({t: self._baseline[t] for t in reuse})
+        if self._baseline is None and self.policy is self.pretrained:
+            self._baseline = dict(rates)
+        self.reused = reuse
+        return {t: rates[t] for t in self.tasks}
 
     def step(self):
         """

@@ -211,7 +211,8 @@ def run_one(args):
     while not loop.done:
         info = loop.step()
         rates = loop.evaluate()
-        info.update(success=rates, mean_success=float(np.mean(list(rates.values()))))
+        info.update(success=rates, mean_success=float(np.mean(list(rates.values()))),
+                    evaluation_reused=list(loop.reused))
         record['rounds'].append(info)
         _write_json(path, record)
         report_round(progress, variant['name'], seed, len(record['rounds']) - 1, spec,

@@ -224,3 +224,34 @@ def test_the_experiment_loop_caps_alpha_by_the_pretraining_demos_like_the_traine
     loop.step()
     assert seen['pretraining_counts'] == (mix if capped else None)
     assert seen['anchor'] is pretrained
+
+
+@pytest.mark.parametrize('control', ['adaptive_prior', 'none'])
+def test_the_experiment_loop_reuses_the_first_evaluation_only_for_tasks_the_prior_serves(
+        pretrained, control, monkeypatch):
+    from active_finetune.amf import active_loop
+    evaluated = []
+
+    def fake_evaluate(policy, tasks, episodes, sim_config, **kwargs):
+        evaluated.append(list(tasks))
+        return {t: 0.1 * len(evaluated) + 0.01 * k for k, t in enumerate(tasks)}
+
+    monkeypatch.setattr(active_loop, 'evaluate_policy', fake_evaluate)
+    monkeypatch.setattr(active_loop, 'collect_demos',
+                        lambda requests, *a, **k: [demo('push-v3', 70 + i) for i in range(2)])
+    loop = active_loop.ActiveFinetuningLoop(
+        pretrained, None, LoopConfig(strategy='uniform', budget=2, demos_per_round=2,
+                                     finetune=TrainConfig(steps=3, batch_size=8,
+                                                          forgetting_control=control)))
+    first = loop.evaluate()
+    assert evaluated == [list(TASKS)] and loop.reused == []
+    loop.step()
+    after = loop.evaluate()
+    if control == 'adaptive_prior':
+        # Only push-v3 has demos: the other tasks keep alpha = 0 and the first evaluation.
+        assert evaluated[1] == ['push-v3']
+        assert loop.reused == ['reach-v3', 'door-open-v3']
+        assert after['reach-v3'] == first['reach-v3'] and after['push-v3'] != first['push-v3']
+    else:
+        assert evaluated[1] == list(TASKS) and loop.reused == []
+    assert list(after) == list(TASKS)
