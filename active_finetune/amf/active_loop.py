@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import logging
 import time
 
+from active_finetune.amf.embeddings import TrunkFeatureCache
 from active_finetune.amf.targets import build_embeddings, TargetConfig
 from active_finetune.policy.inference import PolicyInference
 from active_finetune.sim.rollouts import (
@@ -56,7 +57,7 @@ class LoopConfig:
 
 
 def select_next_tasks(strategy, policy, tasks, demos, rollouts, config, pretraining=(),
-                      demo_counts=None, round_index=0, candidates=None):
+                      demo_counts=None, round_index=0, candidates=None, trunk_cache=None):
     """
     Choose the next B tasks to demonstrate with ``strategy``.
 
@@ -71,6 +72,8 @@ def select_next_tasks(strategy, policy, tasks, demos, rollouts, config, pretrain
     :param round_index: round number, for seeding
     :param candidates: the tasks that may be asked for (a subset of ``tasks``, e.g. without the
         skipped ones); None = all of ``tasks``.  Targets stay all of ``tasks``.
+    :param trunk_cache: a :class:`~active_finetune.amf.embeddings.TrunkFeatureCache` kept
+        between selections (the demos' trunk features are then computed once per checkpoint)
     :return: a SelectionResult
     """
     from active_finetune.amf.selection import SelectionInputs
@@ -83,7 +86,7 @@ def select_next_tasks(strategy, policy, tasks, demos, rollouts, config, pretrain
         from dataclasses import replace
         target_config = replace(config.targets, seed=config.seed * 1000 + round_index)
         emb = build_embeddings(PolicyInference(policy), tasks, demos, rollouts, target_config,
-                               pretraining)
+                               pretraining, trunk_cache)
         inputs = SelectionInputs(
             targets=emb['targets'], candidates=emb['candidates'], demos=emb['demos'],
             target_weights=config.target_weights, rho2=config.rho2)
@@ -124,6 +127,7 @@ class ActiveFinetuningLoop:
                                       pretraining_counts=self.pretraining_counts)
         self.round = 0
         self._baseline = None
+        self._trunk_cache = TrunkFeatureCache()
         self.reused = []
         """Tasks the last :meth:`evaluate` took from the first evaluation (see there)."""
 
@@ -179,7 +183,8 @@ class ActiveFinetuningLoop:
         rollouts = self._rollouts()
         t_sel = time.perf_counter()
         selection = select_next_tasks(self.strategy, self.policy, self.tasks, self.demos, rollouts,
-                                      config, self.pretraining, dict(self.counts), self.round)
+                                      config, self.pretraining, dict(self.counts), self.round,
+                                      trunk_cache=self._trunk_cache)
         select_s = time.perf_counter() - t_sel
         chosen = list(selection.chosen)
         requests = {}

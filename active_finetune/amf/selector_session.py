@@ -13,6 +13,7 @@ import time
 
 from active_finetune.amf.active_loop import LoopConfig, select_next_tasks
 from active_finetune.amf.baselines import make_strategy
+from active_finetune.amf.embeddings import TrunkFeatureCache
 from active_finetune.payloads import NextTask
 
 _LOG = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class SelectorSession:
         self.skipped = []
         self._skip_demos_used = -1
         self.last = None
+        self._trunk_cache = TrunkFeatureCache()
 
     def skip(self, task, demos_used):
         """
@@ -205,7 +207,7 @@ class SelectorSession:
         # expert's behaviour on it stays a target.
         result = select_next_tasks(strategy, policy, self.tasks, demos, rollouts, config,
                                    demo_counts=dict(counts), round_index=round_index,
-                                   candidates=allowed)
+                                   candidates=allowed, trunk_cache=self._trunk_cache)
         out = result.to_dict()
         scores = out['scores'][0] if isinstance(out.get('scores'), list) else out.get('scores', {})
         terms = out.get('terms', {})

@@ -14,7 +14,8 @@ fantasised demo states X' of a candidate task c'.
 from dataclasses import dataclass, field
 
 from active_finetune.amf.embeddings import (
-    action_log_likelihood, embed, EMBEDDINGS, importance_weights, StateRows, subsample_episode)
+    action_log_likelihood, embed, EMBEDDINGS, importance_weights, StateRows, subsample_episode,
+    subsample_rows, with_trunk_features)
 import numpy as np
 
 
@@ -75,7 +76,7 @@ def episode_rows(episode):
     return StateRows(episode.proprio, episode.images, episode.states, episode.actions)
 
 
-def trajectory_log_ratio(runner, task, episode, own_log_likelihood=None):
+def trajectory_log_ratio(runner, task, episode, own_log_likelihood=None, rows=None):
     """
     Log of prod_t pi(a_t | s_t, task) / pi(a_t | s_t, c_i) over every step t of ``episode``.
 
@@ -85,17 +86,19 @@ def trajectory_log_ratio(runner, task, episode, own_log_likelihood=None):
     :param task: the task whose state distribution the episode stands in for
     :param episode: an :class:`Episode` with actions
     :param own_log_likelihood: sum_t log pi(a_t | s_t, c_i) if already computed
+    :param rows: :func:`episode_rows` of ``episode`` if already built (e.g. with trunk features)
     :return: float
     """
     if episode.task == task:
         return 0.0
-    rows = episode_rows(episode)
+    if rows is None:
+        rows = episode_rows(episode)
     if own_log_likelihood is None:
         own_log_likelihood = action_log_likelihood(runner, episode.task, rows).sum()
     return float(action_log_likelihood(runner, task, rows).sum() - own_log_likelihood)
 
 
-def task_state_sets(runner, tasks, demos, rollouts, config, pretraining=()):
+def task_state_sets(runner, tasks, demos, rollouts, config, pretraining=(), trunk_cache=None):
     """
     Build the weighted state set of every task.
 
@@ -105,12 +108,20 @@ def task_state_sets(runner, tasks, demos, rollouts, config, pretraining=()):
     :param rollouts: dict task -> list of the current policy's rollout episodes of that task
     :param config: :class:`TargetConfig`
     :param pretraining: pretraining demo episodes (an extra, importance-weighted source)
+    :param trunk_cache: a :class:`TrunkFeatureCache` kept between calls, or None
     :return: dict task -> :class:`TaskStates` (rows may be empty)
     """
     rng = np.random.default_rng(config.seed)
     reused = list(demos) + list(pretraining)
-    reused_rows = _subsampled(reused, config, rng)
-    own_ll = [action_log_likelihood(runner, e.task, episode_rows(e)).sum() for e in reused]
+    # Every step of every reused episode is scored once per task, and its subsampled states are
+    # embedded once per task: the frozen trunk's features of its frames are computed once.
+    if trunk_cache is None:
+        full_rows = [with_trunk_features(runner, episode_rows(e)) for e in reused]
+    else:
+        full_rows = [trunk_cache.rows(runner, episode_rows(e)) for e in reused]
+        trunk_cache.prune()
+    reused_rows = [subsample_rows(r, config.states_per_trajectory, rng) for r in full_rows]
+    own_ll = [action_log_likelihood(runner, e.task, r).sum() for e, r in zip(reused, full_rows)]
     out = {}
     for task in tasks:
         parts, weights, sources = [], [], {}
@@ -124,8 +135,8 @@ def task_state_sets(runner, tasks, demos, rollouts, config, pretraining=()):
             weights.append(np.full(n, own_mass / n))
             sources['rollouts'] = n
         if has_reused:
-            log_ratio = np.array([trajectory_log_ratio(runner, task, e, ll)
-                                  for e, ll in zip(reused, own_ll)])
+            log_ratio = np.array([trajectory_log_ratio(runner, task, e, ll, r)
+                                  for e, ll, r in zip(reused, own_ll, full_rows)])
             traj_w = importance_weights(log_ratio, config.max_importance_weight) * (1.0 - own_mass)
             for r, w in zip(reused_rows, traj_w):
                 parts.append(r)
@@ -156,7 +167,7 @@ def sample_candidates(state_set, count, rng):
     return state_set.rows.subset(np.sort(idx))
 
 
-def build_embeddings(runner, tasks, demos, rollouts, config, pretraining=()):
+def build_embeddings(runner, tasks, demos, rollouts, config, pretraining=(), trunk_cache=None):
     """
     Everything AMF's selection needs, as arrays.
 
@@ -166,11 +177,12 @@ def build_embeddings(runner, tasks, demos, rollouts, config, pretraining=()):
     :param rollouts: dict task -> current policy rollouts
     :param config: :class:`TargetConfig`
     :param pretraining: pretraining demos
+    :param trunk_cache: a :class:`TrunkFeatureCache` kept between calls, or None
     :return: dict with 'targets' (task -> (phi, weights)), 'candidates' (task -> phi),
         'demos' (phi of the conditioning set D), 'sources' (task -> dict)
     """
     rng = np.random.default_rng(config.seed + 1)
-    sets = task_state_sets(runner, tasks, demos, rollouts, config, pretraining)
+    sets = task_state_sets(runner, tasks, demos, rollouts, config, pretraining, trunk_cache)
     targets, candidates = {}, {}
     for task in tasks:
         s = sets[task]

@@ -219,16 +219,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--checkpoint', default=str(DEFAULT_CHECKPOINT))
     parser.add_argument('--strategy', default='amf')
-    parser.add_argument('--budget', type=int, default=8)
-    parser.add_argument('--demos-per-round', type=int, default=2)
+    parser.add_argument('--budget', type=int, default=16)
+    parser.add_argument('--demos-per-round', type=int, default=4)
     parser.add_argument('--targets', default='new',
                         help="the tasks AMF selects demos for: 'new' (default; the tasks the "
                              "checkpoint was not pretrained on), 'all', or a comma list")
-    parser.add_argument('--finetune-steps', type=int, default=300,
+    parser.add_argument('--finetune-steps', type=int, default=600,
                         help='gradient steps of a round (at least; see --steps-per-demo)')
-    parser.add_argument('--steps-per-demo', type=int, default=100,
+    parser.add_argument('--steps-per-demo', type=int, default=150,
                         help='a round trains max(finetune-steps, steps-per-demo x demos so far) '
                              'steps (0: always finetune-steps)')
+    parser.add_argument('--trainer-threads', type=int, default=min(2, os.cpu_count() or 1),
+                        help='torch threads of the trainer (default: 2, or 1 on one core)')
     parser.add_argument('--eval-episodes', type=int, default=5,
                         help='per task, before fine-tuning and after every round (tasks still '
                              'served by the pretrained weights reuse the first evaluation)')
@@ -253,6 +255,8 @@ def main(argv=None):
         'trainer.initial_checkpoint': args.checkpoint,
         'trainer.demos_per_round': args.demos_per_round, 'trainer.steps': args.finetune_steps,
         'trainer.steps_per_demo': args.steps_per_demo,
+        # The loop waits for each round's checkpoint, so training has the machine's cores.
+        'trainer.threads': args.trainer_threads,
         'trainer.evaluate_episodes': args.eval_episodes,
         'trainer.evaluate_max_steps': args.eval_max_steps,
         'trainer.log_dir': str(out / 'tensorboard'),

@@ -109,3 +109,63 @@ def test_validation_uses_the_cached_features_and_matches_the_images():
                                                        validation_fraction=0.25))
     assert metrics['val_rows'] == 6
     assert np.isfinite(metrics['val_mse']) and np.isfinite(metrics['val_mse_start'])
+
+
+def test_amf_scores_each_frame_with_the_trunk_once_and_gets_the_same_state_sets(monkeypatch):
+    from active_finetune.amf.embeddings import embed
+    from active_finetune.amf.targets import TargetConfig, task_state_sets
+    from active_finetune.policy.inference import PolicyInference
+    torch.manual_seed(0)
+    policy = TaskPolicy(config())
+    load_pretrained_trunk(policy)
+    runner = PolicyInference(policy, 'cpu')
+    demos = [episode('reach-v3', seed=2), episode('push-v3', seed=3)]
+    targets = TargetConfig(states_per_trajectory=5)
+    frames = []
+    trunk_forward = policy.trunk.forward
+    monkeypatch.setattr(policy.trunk, 'forward', lambda x: frames.append(len(x))
+                        or trunk_forward(x))
+    sets = task_state_sets(runner, TASKS, demos, {}, targets)
+    # One pass over the 24 frames for both tasks' importance weights and subsampled states.
+    assert sum(frames) == 24
+    frames.clear()
+    phi = embed(runner, 'push-v3', sets['push-v3'].rows)
+    assert frames == []
+    # The same as embedding the subsampled frames from their images.
+    rows = sets['push-v3'].rows
+    rows.image_features = None
+    np.testing.assert_allclose(embed(runner, 'push-v3', rows), phi, rtol=1e-5, atol=1e-6)
+    assert sum(frames) == len(rows)
+
+
+def test_the_selectors_trunk_cache_keeps_features_while_the_checkpoint_stays(monkeypatch):
+    from active_finetune.amf.embeddings import TrunkFeatureCache
+    from active_finetune.amf.targets import episode_rows, TargetConfig, task_state_sets
+    from active_finetune.policy.inference import PolicyInference
+    policy = TaskPolicy(config())
+    load_pretrained_trunk(policy)
+    demos = [episode('reach-v3', seed=4), episode('push-v3', seed=5)]
+    cache, frames, other = TrunkFeatureCache(), [], with_adaptive_prior(policy)
+    for p in (policy, other):
+        forward = p.trunk.forward
+        monkeypatch.setattr(p.trunk, 'forward', lambda x, f=forward: frames.append(len(x)) or f(x))
+    targets = TargetConfig(states_per_trajectory=5)
+    first = task_state_sets(PolicyInference(policy, 'cpu'), TASKS, demos, {}, targets,
+                            trunk_cache=cache)
+    assert sum(frames) == 24 and len(cache) == 2
+    frames.clear()
+    # The next request with one more demo: only its frames go through the trunk.
+    again = task_state_sets(PolicyInference(policy, 'cpu'), TASKS,
+                            demos + [episode('reach-v3', n=7, seed=6)], {}, targets,
+                            trunk_cache=cache)
+    assert sum(frames) == 7 and len(cache) == 3
+    torch.testing.assert_close(again['push-v3'].rows.image_features[:10],
+                               first['push-v3'].rows.image_features[:10])
+    frames.clear()
+    # A new checkpoint (another trunk object) starts over; episodes gone are forgotten.
+    task_state_sets(PolicyInference(other, 'cpu'), TASKS, demos[:1], {}, targets,
+                    trunk_cache=cache)
+    assert sum(frames) == 12 and len(cache) == 1
+    rows = episode_rows(demos[0])
+    assert cache.rows(PolicyInference(TaskPolicy(PolicyConfig(tasks=TASKS, image_size=32)),
+                                      'cpu'), rows) is rows
