@@ -16,8 +16,8 @@ STATE_SKEWED=(--out results/experiments/state_skewed --observation state --mix s
 STATE_BALANCED=(--out results/experiments/state_balanced --observation state --mix balanced
   --budget 20 --demos-per-round 4 --finetune-steps 1000 --eval-episodes 4 --workers "$WORKERS")
 IMAGE_SKEWED=(--out results/experiments/image_skewed --observation image --image-size 96
-  --mix skewed_40 --pretrained checkpoints/pretrained_mt10_skewed --pretraining-demos-per-task 4
-  --budget 12 --demos-per-round 2 --finetune-steps 300 --batch-size 64 --eval-episodes 5
+  --mix skewed_100 --pretrained checkpoints/pretrained_mt10_skewed --pretraining-demos-per-task 4
+  --budget 12 --demos-per-round 2 --finetune-steps 600 --batch-size 64 --eval-episodes 5
   --target-rollouts 1 --max-steps 150 --workers "$WORKERS")
 steps=("${@:-state_skewed state_skewed_more state_balanced state_balanced_more image_skewed}")
 for step in ${steps[*]}; do
@@ -32,7 +32,8 @@ for step in ${steps[*]}; do
     state_balanced_more)
       $EXP "${STATE_BALANCED[@]}" --seeds 5 \
         --strategies round_robin,least_demonstrated,amf:features,amf:l2,uniform:l2 ;;
-    image_skewed)   # from the shipped image checkpoint, AMF vs uniform
+    image_skewed)   # from the shipped image checkpoint: AMF vs uniform first, then the baseline
+      $EXP "${IMAGE_SKEWED[@]}" --seeds 5 --strategies amf,uniform
       $EXP "${IMAGE_SKEWED[@]}" --seeds 5 --strategies amf,uniform,privileged_rebalancing ;;
     *) echo "unknown experiment step $step" >&2; exit 2 ;;
   esac
