@@ -25,7 +25,7 @@ import shlex
 import sys
 import time
 
-from active_finetune.amf import embeddings, targets
+from active_finetune.amf import embeddings
 from active_finetune.amf.selector_session import SelectorSession, SelectorSettings
 from active_finetune.commands.common import setup_cli
 from active_finetune.data.mcap_episode import load_episode
@@ -53,9 +53,8 @@ def suggest(policy, demos, way):
                                                demos_per_round=2, target_tasks=TARGETS),
                               policy.config.tasks)
     rollouts = {t: [demos[i % len(demos)]] for i, t in enumerate(policy.config.tasks)}
-    saved = targets.with_trunk_features, embeddings.TrunkFeatureCache.rows
+    saved = embeddings.TrunkFeatureCache.rows
     if way == 'recompute':
-        targets.with_trunk_features = lambda runner, rows: rows
         embeddings.TrunkFeatureCache.rows = lambda self, runner, rows: rows
     try:
         if way == 'cached':
@@ -64,7 +63,7 @@ def suggest(policy, demos, way):
         out = session.suggestion(policy, 1, len(demos), demos, rollouts)
         return time.perf_counter() - t0, out
     finally:
-        targets.with_trunk_features, embeddings.TrunkFeatureCache.rows = saved
+        embeddings.TrunkFeatureCache.rows = saved
 
 
 def main(argv=None):

@@ -18,7 +18,6 @@ results/finetune_schedule.json.
 """
 
 import argparse
-from dataclasses import replace
 import json
 from pathlib import Path
 import shlex
@@ -27,7 +26,7 @@ import time
 
 from active_finetune.commands.common import setup_cli
 from active_finetune.data.mcap_episode import load_episode
-from active_finetune.policy.checkpoint import load_checkpoint, read_checkpoint_config
+from active_finetune.policy.checkpoint import load_checkpoint, pretraining_counts
 from active_finetune.sim.metaworld_env import SimConfig
 from active_finetune.sim.rollouts import evaluate_policy
 from active_finetune.training.bc import DemoDataset, train_bc, TrainConfig
@@ -99,9 +98,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup_cli()
     torch.set_num_threads(args.threads)
-    pretrained, _ = load_checkpoint(args.checkpoint)
-    mix = read_checkpoint_config(args.checkpoint).get('provenance', {}).get('mix')
-    counts = {str(t): int(n) for t, n in mix.items()} if isinstance(mix, dict) else None
+    pretrained, checkpoint_config = load_checkpoint(args.checkpoint)
+    counts = pretraining_counts(checkpoint_config)
     size = pretrained.config.image_size
     paths = run_episodes(args.run)
     episodes = [load_episode(p, image_size=(size, size)) for p in paths]
@@ -115,7 +113,7 @@ def main(argv=None):
             raise SystemExit(f'unknown schedule mode {mode!r} (warm or fresh)')
         policy, info = train_schedule(pretrained, episodes, mode, int(steps), int(per_demo),
                                       args.demos_per_round, counts)
-        success = evaluate_policy(policy, tasks, args.episodes, replace(sim),
+        success = evaluate_policy(policy, tasks, args.episodes, sim,
                                   base_seed=EVALUATION_SEED, workers=args.workers,
                                   progress=False)
         rows.append({'schedule': spec, **info, 'success': success,

@@ -214,14 +214,12 @@ def _finetune_and_evaluate(job):
     """
     import torch
     torch.set_num_threads(1)
-    from active_finetune.policy.checkpoint import load_checkpoint
+    from active_finetune.policy.checkpoint import load_checkpoint, pretraining_counts as mix_of
     from active_finetune.sim.metaworld_env import SimConfig
     from active_finetune.sim.rollouts import evaluate_policy
     from active_finetune.training.bc import DemoDataset, train_bc, TrainConfig
     policy, config = load_checkpoint(job['checkpoint'])
-    mix = config.get('provenance', {}).get('mix')
-    pretraining_counts = {str(t): int(n) for t, n in mix.items()} \
-        if isinstance(mix, dict) else None
+    pretraining_counts = mix_of(config)
     t0 = time.perf_counter()
     tuned, metrics = train_bc(policy, DemoDataset(job['episodes'], policy.config),
                               TrainConfig(**job['train'], seed=job['seed']),

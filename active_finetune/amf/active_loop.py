@@ -14,6 +14,7 @@ import time
 from active_finetune.amf.embeddings import TrunkFeatureCache
 from active_finetune.amf.targets import build_embeddings, TargetConfig
 from active_finetune.policy.inference import PolicyInference
+from active_finetune.policy.model import tasks_served_by_prior
 from active_finetune.sim.rollouts import (
     collect_demos, evaluate_policy, PURPOSE_TARGET)
 from active_finetune.training.bc import DemoDataset, train_bc, TrainConfig
@@ -154,10 +155,7 @@ class ActiveFinetuningLoop:
 
         :return: dict task -> rate
         """
-        reuse = []
-        if self._baseline is not None and self.policy.config.adaptive_prior:
-            alphas = self.policy.task_alphas()
-            reuse = [t for t in self.tasks if alphas.get(t) == 0.0]
+        reuse = [] if self._baseline is None else tasks_served_by_prior(self.policy, self.tasks)
         rest = [t for t in self.tasks if t not in reuse]
         rates = evaluate_policy(self.policy, rest, self.config.eval_episodes, self.sim_config,
                                 base_seed=10_000 + self.config.seed, workers=self.workers,

@@ -91,6 +91,16 @@ def with_trunk_features(runner, rows, batch_size=256):
     return StateRows(rows.proprio, rows.images, rows.states, rows.actions, features)
 
 
+def episode_rows(episode):
+    """
+    Every step of an episode as :class:`StateRows` (with its actions).
+
+    :param episode: an :class:`Episode`
+    :return: :class:`StateRows`
+    """
+    return StateRows(episode.proprio, episode.images, episode.states, episode.actions)
+
+
 def subsample_episode(episode, count, rng):
     """
     Pick ``count`` steps of an episode, spread evenly with a random offset.
@@ -100,8 +110,7 @@ def subsample_episode(episode, count, rng):
     :param rng: numpy Generator
     :return: :class:`StateRows` of those steps
     """
-    return subsample_rows(StateRows(episode.proprio, episode.images, episode.states,
-                                    episode.actions), count, rng)
+    return subsample_rows(episode_rows(episode), count, rng)
 
 
 def subsample_rows(rows, count, rng):

@@ -14,8 +14,8 @@ fantasised demo states X' of a candidate task c'.
 from dataclasses import dataclass, field
 
 from active_finetune.amf.embeddings import (
-    action_log_likelihood, embed, EMBEDDINGS, importance_weights, StateRows, subsample_episode,
-    subsample_rows, with_trunk_features)
+    action_log_likelihood, embed, EMBEDDINGS, episode_rows, importance_weights, StateRows,
+    subsample_episode, subsample_rows, TrunkFeatureCache)
 import numpy as np
 
 
@@ -66,16 +66,6 @@ def _subsampled(episodes, config, rng):
     return [subsample_episode(e, config.states_per_trajectory, rng) for e in episodes]
 
 
-def episode_rows(episode):
-    """
-    Every step of an episode as :class:`StateRows` (with its actions).
-
-    :param episode: an :class:`Episode`
-    :return: :class:`StateRows`
-    """
-    return StateRows(episode.proprio, episode.images, episode.states, episode.actions)
-
-
 def trajectory_log_ratio(runner, task, episode, own_log_likelihood=None, rows=None):
     """
     Log of prod_t pi(a_t | s_t, task) / pi(a_t | s_t, c_i) over every step t of ``episode``.
@@ -115,11 +105,9 @@ def task_state_sets(runner, tasks, demos, rollouts, config, pretraining=(), trun
     reused = list(demos) + list(pretraining)
     # Every step of every reused episode is scored once per task, and its subsampled states are
     # embedded once per task: the frozen trunk's features of its frames are computed once.
-    if trunk_cache is None:
-        full_rows = [with_trunk_features(runner, episode_rows(e)) for e in reused]
-    else:
-        full_rows = [trunk_cache.rows(runner, episode_rows(e)) for e in reused]
-        trunk_cache.prune()
+    cache = TrunkFeatureCache() if trunk_cache is None else trunk_cache
+    full_rows = [cache.rows(runner, episode_rows(e)) for e in reused]
+    cache.prune()
     reused_rows = [subsample_rows(r, config.states_per_trajectory, rng) for r in full_rows]
     own_ll = [action_log_likelihood(runner, e.task, r).sum() for e, r in zip(reused, full_rows)]
     out = {}

@@ -98,6 +98,17 @@ def read_checkpoint_config(path):
     return config
 
 
+def pretraining_counts(config):
+    """
+    Demos per task the checkpoint was pretrained on, as its provenance records them.
+
+    :param config: a checkpoint's config dict (:func:`read_checkpoint_config`)
+    :return: dict task -> count, or None when the checkpoint records no mix
+    """
+    mix = config.get('provenance', {}).get('mix')
+    return {str(t): int(n) for t, n in mix.items()} if isinstance(mix, dict) else None
+
+
 def load_checkpoint(path, expected_sha256=None, device='cpu'):
     """
     Load a checkpoint, verifying hash and architecture.

@@ -488,6 +488,20 @@ def gaussian_nll(mean, log_std, target):
     return (0.5 * z.pow(2) + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def tasks_served_by_prior(policy, tasks):
+    """
+    Tasks whose actions are the frozen pretrained copy's, bit for bit (adaptive prior, alpha = 0).
+
+    :param policy: a :class:`TaskPolicy`
+    :param tasks: task names to check
+    :return: list of those of ``tasks`` (empty for a policy without an adaptive prior)
+    """
+    if not policy.config.adaptive_prior:
+        return []
+    alphas = policy.task_alphas()
+    return [t for t in tasks if alphas.get(t) == 0.0]
+
+
 def with_adaptive_prior(policy):
     """
     Make a fine-tunable copy of ``policy`` that mixes in a frozen copy of its current weights.

@@ -190,10 +190,9 @@ def _run_round(job, queue):
         anchor, _ = load_checkpoint(job.anchor_checkpoint)
     pretraining_counts = None
     if job.cap_alpha_by_pretraining and job.anchor_checkpoint:
+        from active_finetune.policy.checkpoint import pretraining_counts as recorded_mix
         from active_finetune.policy.checkpoint import read_checkpoint_config
-        mix = read_checkpoint_config(job.anchor_checkpoint).get('provenance', {}).get('mix')
-        if isinstance(mix, dict):
-            pretraining_counts = {str(t): int(n) for t, n in mix.items()}
+        pretraining_counts = recorded_mix(read_checkpoint_config(job.anchor_checkpoint))
     t0 = time.perf_counter()
     if episodes:
         policy, metrics = train_bc(policy, DemoDataset(episodes, policy.config), config,
@@ -281,11 +280,10 @@ def unchanged_tasks(policy, tasks, job):
     :param job: :class:`RoundJob` (its ``baseline_evaluation``)
     :return: list of task names (empty if the baseline does not match)
     """
+    from active_finetune.policy.model import tasks_served_by_prior
     ok, reason = baseline_matches(job.baseline_evaluation, job)
-    if not ok or not policy.config.adaptive_prior:
-        if not ok:
-            _LOG.warning('evaluating every task: %s', reason)
+    if not ok:
+        _LOG.warning('evaluating every task: %s', reason)
         return []
-    alphas = policy.task_alphas()
     known = job.baseline_evaluation.get('success', {})
-    return [t for t in tasks if alphas.get(t) == 0.0 and t in known]
+    return tasks_served_by_prior(policy, [t for t in tasks if t in known])
