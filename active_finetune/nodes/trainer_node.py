@@ -6,6 +6,9 @@ the version, round and trained-on bookkeeping and decides when a round starts.  
 spawned process (:mod:`active_finetune.training.round_job`), so no ROS callback waits for it.
 Checkpoints are written atomically as ``<checkpoint_dir>/vNNNN`` and announced on
 ``trainer/checkpoint`` (reliable, transient local) by reference: path, sha256, size, version.
+With ``evaluate_episodes`` > 0 each new checkpoint is then evaluated in simulation in a second
+spawned process (one at a time, in version order; results on ``trainer/evaluation``), while the
+next round may already train on new demos.
 With ``send_weights`` the node serves the weights' bytes to subscribers that lack the file
 (:class:`active_finetune.nodes.checkpoint_transfer.CheckpointServer`: chunks on
 ``trainer/checkpoint_data`` on request), so a robot PC without the shared disk can load them.
@@ -23,6 +26,7 @@ B (demos per round) follows the task selector's ``demos_per_round`` carried by
 Every payload goes through :mod:`active_finetune.payloads`.
 """
 
+from collections import deque
 import multiprocessing
 from pathlib import Path
 import queue as queue_module
@@ -33,7 +37,7 @@ from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 from active_finetune.nodes.spin import run_node
 from active_finetune.payloads import decode_episode_saved, decode_next_task, encode, PayloadError
 from active_finetune.policy.checkpoint import CheckpointError, WEIGHTS_FILE
-from active_finetune.training.round_job import run_round
+from active_finetune.training.round_job import run_evaluation, run_round
 from active_finetune.training.trainer_session import TrainerSession
 from active_finetune.training.trainer_settings import TrainerSettings
 from rclpy.node import Node
@@ -60,6 +64,8 @@ class TrainerNode(Node):
         self._ctx = multiprocessing.get_context('spawn')
         self._process = None
         self._queue = None
+        self._evaluation = None  # (process, queue, version) of the running evaluation
+        self._evaluations_waiting = deque()
         try:
             self.session = TrainerSession(self.settings)
         except CheckpointError as exc:
@@ -118,7 +124,11 @@ class TrainerNode(Node):
         self.get_logger().info(f'episode saved: {episode.path} task {episode.task} ({added})')
         self._on_poll()
         if self._process is None:
-            self._status('waiting', f'episode saved: {episode.task}')
+            self._status(self._idle_state(), f'episode saved: {episode.task}')
+
+    def _idle_state(self):
+        """:return: the status state while no round trains: 'evaluating' or 'waiting'."""
+        return 'evaluating' if self._evaluation is not None else 'waiting'
 
     def _on_rescan(self, request, response):
         error = self.session.rescan()
@@ -127,7 +137,8 @@ class TrainerNode(Node):
         self.get_logger().info(f'rescan of {self.settings.dataset_dir}: {response.message}')
         self._on_poll()
         if self._process is None:
-            self._status('error' if error else 'waiting', f'rescan: {response.message}')
+            self._status('error' if error else self._idle_state(),
+                         f'rescan: {response.message}')
         return response
 
     def _on_next_task(self, msg):
@@ -146,14 +157,42 @@ class TrainerNode(Node):
         try:
             if self._process is not None:
                 self._drain_queue()
-                return
-            plan = self.session.plan_round(self._entries())
-            if plan is not None:
-                if plan.warning:
-                    self.get_logger().warning(plan.warning)
-                self._start_round(plan)
+            if self._evaluation is not None:
+                self._drain_evaluation()
+            if self._evaluation is None and self._evaluations_waiting:
+                self._start_evaluation(self._evaluations_waiting.popleft())
+            if self._process is None:
+                plan = self.session.plan_round(self._entries())
+                if plan is not None:
+                    self._start_round(plan)
         except Exception as exc:  # noqa: B902 - a timer exception would stop spin
             self.get_logger().error(f'trainer poll failed: {exc!r}')
+
+    def _start_evaluation(self, job):
+        evaluation_queue = self._ctx.Queue()
+        process = self._ctx.Process(target=run_evaluation, args=(job, evaluation_queue),
+                                    daemon=True, name=f'trainer-evaluation-v{job.version}')
+        process.start()
+        self._evaluation = (process, evaluation_queue, job.version)
+
+    def _drain_evaluation(self):
+        process, evaluation_queue, version = self._evaluation
+        training = self._process is not None
+        while True:
+            try:
+                item = evaluation_queue.get_nowait()
+            except queue_module.Empty:
+                break
+            outcome = self.session.on_evaluation_item(item, self._entries(), training)
+            self._apply(outcome)
+            if outcome.finished:
+                process.join(timeout=5.0)
+                self._evaluation = None
+                return
+        if not process.is_alive():
+            self._apply(self.session.on_evaluation_died(version, process.exitcode,
+                                                        self._entries(), training))
+            self._evaluation = None
 
     def _start_round(self, plan):
         round_index = self.session.round
@@ -173,23 +212,27 @@ class TrainerNode(Node):
             except queue_module.Empty:
                 break
             outcome = self.session.on_job_item(item, self._entries())
+            if outcome.finished:
+                self._finish_process()
             self._apply(outcome)
             if outcome.finished:
                 return
         if self._process is not None and not self._process.is_alive():
-            self._apply(self.session.on_job_died(self._process.exitcode, self._entries()))
+            exit_code = self._process.exitcode
+            self._finish_process()
+            self._apply(self.session.on_job_died(exit_code, self._entries()))
 
     def _apply(self, outcome):
         for level, text in outcome.logs:
             getattr(self.get_logger(), level)(text)
-        if outcome.finished:
-            self._finish_process()
         if outcome.checkpoint is not None:
             self._publish_checkpoint(outcome.checkpoint, '')
         if outcome.evaluation is not None:
             self._evaluation_pub.publish(String(data=encode(outcome.evaluation)))
         if outcome.status is not None:
             self._publish_status(outcome.status)
+        if outcome.evaluation_job is not None:
+            self._evaluations_waiting.append(outcome.evaluation_job)
 
     def _finish_process(self):
         if self._process is not None:
@@ -198,11 +241,16 @@ class TrainerNode(Node):
         self._queue = None
 
     def destroy_node(self):
-        """Stop a running training process (its checkpoint write is atomic), then destroy."""
+        """Stop a running training or evaluation process (checkpoint writes are atomic)."""
         if self._process is not None and self._process.is_alive():
             self.get_logger().warning('stopping the running training round')
             self._process.terminate()
             self._process.join(timeout=10.0)
+        if self._evaluation is not None and self._evaluation[0].is_alive():
+            self.get_logger().warning(f'stopping the evaluation of version '
+                                      f'{self._evaluation[2]}')
+            self._evaluation[0].terminate()
+            self._evaluation[0].join(timeout=10.0)
         if self._server is not None:
             self._server.close()
         super().destroy_node()

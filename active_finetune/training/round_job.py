@@ -1,8 +1,11 @@
 """
-One fine-tuning round as a job for a separate process (ROS-free).
+One fine-tuning round, and one checkpoint's evaluation, as jobs for separate processes (ROS-free).
 
 The trainer node starts :func:`run_round` in a spawned process so no ROS callback waits for
 training; progress and the result come back through a multiprocessing queue as plain dicts.
+A new checkpoint's evaluation in simulation (:func:`run_evaluation`, an :class:`EvaluationJob`)
+runs in a process of its own, so the next round can start on new demos while it runs instead of
+waiting minutes for it.
 
 An episode that cannot be trained on is skipped, with the reason in the result's ``skipped``:
 unreadable (truncated, corrupt), of a task the policy does not know, or with implausible
@@ -37,28 +40,19 @@ class RoundJob:
     round_index: int
     train: dict = field(default_factory=dict)
     """Keyword arguments of :class:`TrainConfig`."""
-    evaluate_episodes: int = 0
-    evaluate_max_steps: int = 150
-    evaluate_tasks: tuple = ()
     log_dir: str = ''
     threads: int = 1
     demos_used: int = -1
     """Demos recorded so far, failed ones included (budget accounting); -1 = len(episode_paths).
     The episodes of ``episode_paths`` skipped this round are subtracted in the result."""
     anchor_checkpoint: str = ''
+    """The pretrained checkpoint pi_0 that ``l2_init`` pulls towards ('' = base_checkpoint)."""
     cap_alpha_by_pretraining: bool = True
     """
     Cap each task's adaptive-prior weight at its share of the demos, using the pretraining mix
     recorded in the anchor checkpoint's provenance (see :func:`~active_finetune.training.bc.
     evidence_gate`); no effect when the checkpoint records no mix.
     """
-    baseline_evaluation: dict = field(default_factory=dict)
-    """
-    Evaluation of the pretrained checkpoint with these evaluation settings (see
-    :func:`baseline_matches`); tasks the adaptive prior serves with the pretrained weights
-    (alpha = 0) take its numbers instead of being rolled out again.
-    """
-    """The pretrained checkpoint pi_0 that ``l2_init`` pulls towards ('' = base_checkpoint)."""
     max_proprio_std: float = DEFAULT_MAX_PROPRIO_STD
     """Skip an episode with an end-effector coordinate further than this from the base
     checkpoint's training mean (standard deviations; 0 = no such check)."""
@@ -72,6 +66,29 @@ class RoundJob:
     """:class:`~active_finetune.data.episode_catalog.EpisodeDiskCache` directory ('' = none)."""
     episode_cache_bytes: int = 0
     """Bound of that cache."""
+
+
+@dataclass(frozen=True)
+class EvaluationJob:
+    """A checkpoint to evaluate in simulation, picklable."""
+
+    checkpoint: str
+    version: int
+    round_index: int
+    episodes: int
+    max_steps: int = 150
+    tasks: tuple = ()
+    """Tasks to report (empty: every task of the checkpoint)."""
+    anchor_checkpoint: str = ''
+    """The pretrained checkpoint ``baseline_evaluation`` was made with."""
+    baseline_evaluation: dict = field(default_factory=dict)
+    """
+    Evaluation of the pretrained checkpoint with these evaluation settings (see
+    :func:`baseline_matches`); tasks the adaptive prior serves with the pretrained weights
+    (alpha = 0) take its numbers instead of being rolled out again.
+    """
+    threads: int = 1
+    """Torch threads (one: a round may be training on the other cores meanwhile)."""
 
 
 def version_path(checkpoint_dir, version):
@@ -112,12 +129,12 @@ def newest_version(checkpoint_dir):
 
 def run_round(job, queue):
     """
-    Load episodes, fine-tune, write the checkpoint atomically, optionally evaluate in simulation.
+    Load episodes, fine-tune, write the checkpoint atomically.
 
-    Puts ``{'kind': 'progress', ...}`` dicts, one ``{'kind': 'checkpoint', ...}`` as soon as the
-    new checkpoint is on disk (so it can be announced and swapped in before the optional
-    evaluation, which takes minutes), and finally one ``{'kind': 'result', ...}`` (the checkpoint's
-    fields plus ``evaluation``) or ``{'kind': 'error', 'message': ...}`` on ``queue``.
+    Puts ``{'kind': 'progress', ...}`` dicts and finally one ``{'kind': 'result', ...}`` (path,
+    sha256, version, round, demos_used, skipped, step, metrics, train_s) or ``{'kind': 'error',
+    'message': ...}`` on ``queue``.  Evaluating the checkpoint is a separate job
+    (:func:`run_evaluation`).
 
     :param job: :class:`RoundJob`
     :param queue: multiprocessing queue
@@ -221,25 +238,49 @@ def _run_round(job, queue):
     result = {'path': str(path), 'sha256': digest, 'version': job.version,
               'round': job.round_index, 'demos_used': demos_used, 'skipped': skipped,
               'step': config.steps if episodes else 0,
-              'metrics': provenance['metrics'], 'train_s': round(train_s, 1), 'evaluation': None}
-    queue.put({'kind': 'checkpoint', **result})
-    if job.evaluate_episodes > 0:
-        queue.put({'kind': 'progress', 'state': 'evaluating', 'progress': 1.0,
-                   'message': f'evaluating version {job.version} in simulation'})
-        from active_finetune.sim.metaworld_env import SimConfig
-        from active_finetune.sim.rollouts import evaluate_policy
-        tasks = job.evaluate_tasks or policy.config.tasks
-        reused = unchanged_tasks(policy, tasks, job) if job.baseline_evaluation else []
-        evaluated = [t for t in tasks if t not in reused]
-        success = evaluate_policy(
-            policy, evaluated, job.evaluate_episodes,
-            SimConfig(image_size=image_size if policy.config.observation == 'image' else 0,
-                      max_steps=job.evaluate_max_steps),
-            base_seed=EVALUATION_SEED, progress=False) if evaluated else {}
-        success.update({t: job.baseline_evaluation['success'][t] for t in reused})
-        result['evaluation'] = {t: success[t] for t in tasks}
-        result['evaluation_reused'] = reused
+              'metrics': provenance['metrics'], 'train_s': round(train_s, 1)}
     return result
+
+
+def run_evaluation(job, queue):
+    """
+    Evaluate a checkpoint in simulation (the same scenes for every version).
+
+    Puts one ``{'kind': 'progress', 'state': 'evaluating', ...}``, then ``{'kind': 'evaluation',
+    'version', 'success': {task: rate}, 'reused': [task]}`` or ``{'kind': 'error', 'version',
+    'message'}`` on ``queue``.
+
+    :param job: :class:`EvaluationJob`
+    :param queue: multiprocessing queue
+    """
+    try:
+        queue.put({'kind': 'evaluation', 'version': job.version, **_evaluate(job, queue)})
+    except Exception as exc:  # noqa: B902 - the parent must hear about every failure
+        _LOG.exception('evaluation failed')
+        queue.put({'kind': 'error', 'version': job.version,
+                   'message': f'{type(exc).__name__}: {exc}'})
+
+
+def _evaluate(job, queue):
+    import torch
+    torch.set_num_threads(job.threads)
+    from active_finetune.policy.checkpoint import load_checkpoint
+    from active_finetune.sim.metaworld_env import SimConfig
+    from active_finetune.sim.rollouts import evaluate_policy
+    policy, _ = load_checkpoint(job.checkpoint)
+    tasks = job.tasks or policy.config.tasks
+    reused = unchanged_tasks(policy, tasks, job) if job.baseline_evaluation else []
+    evaluated = [t for t in tasks if t not in reused]
+    queue.put({'kind': 'progress', 'state': 'evaluating', 'progress': 0.0,
+               'message': f'evaluating version {job.version} in simulation ({len(evaluated)} '
+                          f'tasks x {job.episodes} episodes)'})
+    image_size = policy.config.image_size if policy.config.observation == 'image' else 0
+    success = evaluate_policy(
+        policy, evaluated, job.episodes, SimConfig(image_size=image_size,
+                                                   max_steps=job.max_steps),
+        base_seed=EVALUATION_SEED, progress=False) if evaluated else {}
+    success.update({t: job.baseline_evaluation['success'][t] for t in reused})
+    return {'success': {t: success[t] for t in tasks}, 'reused': reused}
 
 
 EVALUATION_SEED = 10_000
@@ -252,14 +293,14 @@ def baseline_matches(baseline, job):
 
     :param baseline: dict with 'checkpoint_sha256', 'episodes', 'max_steps', 'base_seed',
         'success'
-    :param job: :class:`RoundJob`
+    :param job: :class:`EvaluationJob`
     :return: (bool, reason)
     """
     from active_finetune.policy.checkpoint import read_checkpoint_config
     if not job.anchor_checkpoint:
         return False, 'no pretrained checkpoint named (anchor_checkpoint)'
     want = {'checkpoint_sha256': read_checkpoint_config(job.anchor_checkpoint)['weights_sha256'],
-            'episodes': job.evaluate_episodes, 'max_steps': job.evaluate_max_steps,
+            'episodes': job.episodes, 'max_steps': job.max_steps,
             'base_seed': EVALUATION_SEED}
     for key, value in want.items():
         if baseline.get(key) != value:
@@ -277,7 +318,7 @@ def unchanged_tasks(policy, tasks, job):
 
     :param policy: the fine-tuned policy
     :param tasks: tasks to evaluate
-    :param job: :class:`RoundJob` (its ``baseline_evaluation``)
+    :param job: :class:`EvaluationJob` (its ``baseline_evaluation``)
     :return: list of task names (empty if the baseline does not match)
     """
     from active_finetune.policy.model import tasks_served_by_prior

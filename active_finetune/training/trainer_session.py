@@ -7,7 +7,10 @@ dataset directory is listed only at start-up and on request, :meth:`TrainerSessi
 runs the :class:`~active_finetune.training.round_job.RoundJob` the session plans in a spawned
 process (its episodes decoded through a cache by sha256), hands every item of the job's queue
 to :meth:`TrainerSession.on_job_item` and publishes the payloads
-(:mod:`active_finetune.payloads`) the session returns.
+(:mod:`active_finetune.payloads`) the session returns.  A round's result brings an
+:class:`~active_finetune.training.round_job.EvaluationJob` (with ``evaluate_episodes`` > 0) that
+the node runs in a process of its own, one at a time, in version order; its items go to
+:meth:`TrainerSession.on_evaluation_item`.  The next round does not wait for it.
 
 Round size B: the task selector owns it.  Every ``operator/next_task`` carries the selector's
 ``demos_per_round``; :meth:`TrainerSession.follow_round_size` adopts it, so the two can never
@@ -29,7 +32,7 @@ from active_finetune.data.episode_index import file_state
 from active_finetune.payloads import CheckpointAnnounced, Evaluation, TrainerStatus
 from active_finetune.policy.checkpoint import CONFIG_FILE, read_checkpoint_config, WEIGHTS_FILE
 from active_finetune.policy.transfer import DEFAULT_CHUNK_BYTES
-from active_finetune.training.round_job import newest_version, RoundJob
+from active_finetune.training.round_job import EvaluationJob, newest_version, RoundJob
 
 
 @dataclass(frozen=True)
@@ -40,23 +43,22 @@ class RoundPlan:
     :param job: what the training process runs
     :param paths: episodes trained on
     :param demos_used: demos counted when it starts (the new ``trained_on`` once it succeeds)
-    :param warning: '' or why the baseline evaluation could not be used
     """
 
     job: RoundJob
     paths: tuple
     demos_used: int
-    warning: str = ''
 
 
 @dataclass
 class JobOutcome:
     """
-    What one item of the training process's queue means for the node.
+    What one item of a training or evaluation process's queue means for the node.
 
     :param status: trainer/status to publish, or None
     :param checkpoint: trainer/checkpoint to publish (config and weights filled in), or None
     :param evaluation: trainer/evaluation to publish, or None
+    :param evaluation_job: a checkpoint to evaluate (after those already waiting), or None
     :param finished: the process is done (join it)
     :param logs: (level, text) pairs to log: level 'info', 'warning' or 'error'
     """
@@ -64,6 +66,7 @@ class JobOutcome:
     status: TrainerStatus | None = None
     checkpoint: CheckpointAnnounced | None = None
     evaluation: Evaluation | None = None
+    evaluation_job: EvaluationJob | None = None
     finished: bool = False
     logs: list = field(default_factory=list)
 
@@ -90,7 +93,6 @@ class TrainerSession:
         self.trained_on = int(provenance.get('demos_used', 0))
         self.round = int(provenance.get('round', -1)) + 1 if version else 0
         self.announced_round_size = None
-        self.job_version = None
         # path -> (size, mtime_ns) of episodes a round skipped: not counted while unchanged.
         self._unusable = {}
         self.catalog = EpisodeCatalog(settings.dataset_dir)
@@ -235,7 +237,6 @@ class TrainerSession:
         countable = self.countable(entries)
         if len(countable) < self.trained_on + self.demos_per_round:
             return None
-        baseline, warning = self.baseline_evaluation()
         usable = self.usable(countable)
         paths = tuple(e['path'] for e in usable)
         version = self.version + 1
@@ -244,19 +245,15 @@ class TrainerSession:
             base_checkpoint=str(self.current_path), episode_paths=paths,
             anchor_checkpoint=settings.initial_checkpoint,
             checkpoint_dir=settings.checkpoint_dir, version=version, round_index=self.round,
-            train=settings.train_kwargs(len(usable)),
-            evaluate_episodes=settings.evaluate_episodes,
-            evaluate_max_steps=settings.evaluate_max_steps, log_dir=settings.tensorboard_dir(),
+            train=settings.train_kwargs(len(usable)), log_dir=settings.tensorboard_dir(),
             threads=settings.threads, demos_used=len(countable),
             max_proprio_std=settings.max_proprio_std, workspace_min_m=settings.workspace_min_m,
             workspace_max_m=settings.workspace_max_m,
             cap_alpha_by_pretraining=settings.cap_alpha_by_pretraining,
-            baseline_evaluation=baseline,
             episode_sha256=tuple(str(e.get('sha256') or '') for e in usable),
             episode_cache_dir=settings.episode_cache_path(),
             episode_cache_bytes=int(settings.episode_cache_mb * 1e6))
-        self.job_version = version
-        return RoundPlan(job=job, paths=paths, demos_used=len(countable), warning=warning)
+        return RoundPlan(job=job, paths=paths, demos_used=len(countable))
 
     def baseline_evaluation(self):
         """
@@ -279,9 +276,10 @@ class TrainerSession:
         """
         Take one item of the training process's queue.
 
-        :param item: dict with 'kind': 'progress', 'checkpoint', 'result' or 'error'
+        :param item: dict with 'kind': 'progress', 'result' or 'error'
         :param entries: every listed episode (for the status counts)
-        :return: :class:`JobOutcome`
+        :return: :class:`JobOutcome` (with the new checkpoint's :class:`EvaluationJob` when
+            ``evaluate_episodes`` > 0)
         """
         outcome = JobOutcome()
         kind = item['kind']
@@ -290,34 +288,70 @@ class TrainerSession:
                                          item.get('progress', 0.0))
         elif kind == 'error':
             outcome.finished = True
-            if self.version == self.job_version:
-                # The checkpoint was written and announced; only its evaluation failed.
-                outcome.logs.append(('error', f'evaluation of version {self.version} failed: '
-                                              f'{item["message"]}'))
-                outcome.status = self.status('error', f'evaluation failed: {item["message"]}',
-                                             entries)
-            else:
-                outcome.logs.append(('error', f'round {self.round} failed: {item["message"]}'))
-                # Not retried on the same demos: the next round waits for B new ones.
-                self.trained_on = len(self.countable(entries))
-                outcome.status = self.status('error', item['message'], entries)
-        elif kind == 'checkpoint':
-            self._adopt(item, outcome)
+            outcome.logs.append(('error', f'round {self.round} failed: {item["message"]}'))
+            # Not retried on the same demos: the next round waits for B new ones.
+            self.trained_on = len(self.countable(entries))
+            outcome.status = self.status('error', item['message'], entries)
         elif kind == 'result':
             outcome.finished = True
             self._adopt(item, outcome)
-            if item.get('evaluation'):
-                success = item['evaluation']
-                outcome.evaluation = Evaluation(
-                    version=self.version, success=success,
-                    mean=sum(success.values()) / len(success),
-                    episodes=self.settings.evaluate_episodes,
-                    reused_from_pretrained=list(item.get('evaluation_reused', [])))
+            outcome.evaluation_job = self._evaluation_job(item, outcome)
             outcome.status = self.status(
                 'waiting', f'version {self.version} ready (train {item["train_s"]} s)', entries,
                 1.0)
         else:
             raise ValueError(f'unknown training queue item kind {kind!r}')
+        return outcome
+
+    def _evaluation_job(self, result, outcome):
+        settings = self.settings
+        if settings.evaluate_episodes <= 0:
+            return None
+        baseline, warning = self.baseline_evaluation()
+        if warning:
+            outcome.logs.append(('warning', warning))
+        return EvaluationJob(
+            checkpoint=result['path'], version=result['version'], round_index=result['round'],
+            episodes=settings.evaluate_episodes, max_steps=settings.evaluate_max_steps,
+            anchor_checkpoint=settings.initial_checkpoint, baseline_evaluation=baseline)
+
+    def on_evaluation_item(self, item, entries, training):
+        """
+        Take one item of an evaluation process's queue.
+
+        :param item: dict with 'kind': 'progress', 'evaluation' or 'error', and 'version'
+            for the last two
+        :param entries: every listed episode (for the status counts)
+        :param training: a round is running (its status stands; the evaluation's is not sent)
+        :return: :class:`JobOutcome`
+        """
+        outcome = JobOutcome()
+        kind = item['kind']
+        if kind == 'progress':
+            if not training:
+                outcome.status = self.status(item['state'], item['message'], entries,
+                                             item.get('progress', 0.0))
+            outcome.logs.append(('info', item['message']))
+        elif kind == 'evaluation':
+            outcome.finished = True
+            success = item['success']
+            outcome.evaluation = Evaluation(
+                version=item['version'], success=success,
+                mean=sum(success.values()) / len(success),
+                episodes=self.settings.evaluate_episodes,
+                reused_from_pretrained=list(item.get('reused', [])))
+            text = f'version {item["version"]}: mean success {outcome.evaluation.mean:.2f}'
+            outcome.logs.append(('info', f'evaluated {text}'))
+            if not training:
+                outcome.status = self.status('waiting', f'evaluated {text}', entries, 1.0)
+        elif kind == 'error':
+            outcome.finished = True
+            text = f'evaluation of version {item["version"]} failed: {item["message"]}'
+            outcome.logs.append(('error', text))
+            if not training:
+                outcome.status = self.status('error', text, entries)
+        else:
+            raise ValueError(f'unknown evaluation queue item kind {kind!r}')
         return outcome
 
     def on_job_died(self, exit_code, entries):
@@ -332,10 +366,22 @@ class TrainerSession:
         return JobOutcome(status=self.status('error', text, entries), finished=True,
                           logs=[('error', f'{text}; will retry')])
 
+    def on_evaluation_died(self, version, exit_code, entries, training):
+        """
+        Take the death of an evaluation process without a final item (not retried).
+
+        :param version: the version it evaluated
+        :param exit_code: the process's exit code
+        :param entries: every listed episode
+        :param training: a round is running (its status stands)
+        :return: :class:`JobOutcome`
+        """
+        text = f'evaluation of version {version} died (exit code {exit_code})'
+        return JobOutcome(status=None if training else self.status('error', text, entries),
+                          finished=True, logs=[('error', text)])
+
     def _adopt(self, result, outcome):
-        """Adopt and announce a round's checkpoint (once, before its evaluation finishes)."""
-        if result['version'] == self.version:
-            return
+        """Adopt and announce a round's checkpoint."""
         for skipped in result.get('skipped', []):
             signature = file_state(skipped['path'])
             if self._unusable.get(skipped['path']) != signature:

@@ -1,4 +1,4 @@
-"""A trainer round: the checkpoint is handed over before the (slow) evaluation in simulation."""
+"""A trainer round writes the checkpoint; its slow evaluation in simulation is a job of its own."""
 
 import queue
 
@@ -6,7 +6,8 @@ from active_finetune.data.episode_index import list_saved_episodes
 from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
 from active_finetune.policy.checkpoint import load_checkpoint, save_checkpoint
 from active_finetune.policy.model import PolicyConfig, TaskPolicy
-from active_finetune.training.round_job import RoundJob, run_round
+from active_finetune.training.round_job import EvaluationJob, RoundJob, run_evaluation, \
+    run_round
 import numpy as np
 
 TASKS = ('reach-v3', 'push-v3')
@@ -39,7 +40,7 @@ def make_episode(recorder, task, seed, steps=10, position_scale=1.0):
     assert recorder.wait_idle(30.0)
 
 
-def test_checkpoint_is_announced_before_the_evaluation_and_the_result_carries_both(tmp_path):
+def test_a_round_writes_the_checkpoint_and_an_evaluation_job_rolls_it_out(tmp_path):
     policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='image', image_size=32,
                                      conv_channels=(8, 8, 8, 8), hidden_dim=32, feature_dim=16))
     initial = tmp_path / 'initial'
@@ -55,26 +56,36 @@ def test_checkpoint_is_announced_before_the_evaluation_and_the_result_carries_bo
                   for e in list_saved_episodes(tmp_path / 'episodes'))
     job = RoundJob(base_checkpoint=str(initial), episode_paths=paths,
                    checkpoint_dir=str(tmp_path / 'checkpoints'), version=1, round_index=0,
-                   train={'steps': 3, 'batch_size': 4}, evaluate_episodes=1,
-                   evaluate_max_steps=3, evaluate_tasks=('reach-v3',))
+                   train={'steps': 3, 'batch_size': 4})
     q = queue.Queue()
     run_round(job, q)
     items = drain(q)
     kinds = [item['kind'] for item in items]
     assert 'error' not in kinds, items
-    assert kinds.count('checkpoint') == 1 and kinds[-1] == 'result'
-    handed_over = kinds.index('checkpoint')
-    evaluating = [i for i, item in enumerate(items) if item.get('state') == 'evaluating']
-    assert evaluating and handed_over < evaluating[0], 'the checkpoint comes before evaluating'
-    checkpoint, result = items[handed_over], items[-1]
-    assert checkpoint['evaluation'] is None and set(result['evaluation']) == {'reach-v3'}
-    evaluation_keys = ('kind', 'evaluation', 'evaluation_reused')
-    assert result['evaluation_reused'] == []
-    assert {k: v for k, v in result.items() if k not in evaluation_keys} == \
-        {k: v for k, v in checkpoint.items() if k not in evaluation_keys}
-    _, config = load_checkpoint(checkpoint['path'])
-    assert config['weights_sha256'] == checkpoint['sha256']
-    assert config['provenance']['demos_trained'] == 2
+    assert kinds[-1] == 'result' and kinds.count('result') == 1
+    assert not any(item.get('state') == 'evaluating' for item in items), 'training only'
+    result = items[-1]
+    _, config = load_checkpoint(result['path'])
+    assert config['weights_sha256'] == result['sha256'] and result['version'] == 1
+    assert config['provenance']['demos_trained'] == 2 and result['demos_used'] == 2
+
+    run_evaluation(EvaluationJob(checkpoint=result['path'], version=1, round_index=0,
+                                 episodes=1, max_steps=3, tasks=('reach-v3',)), q)
+    items = drain(q)
+    assert [item['kind'] for item in items] == ['progress', 'evaluation'], items
+    assert items[0]['state'] == 'evaluating'
+    evaluation = items[-1]
+    assert evaluation['version'] == 1 and set(evaluation['success']) == {'reach-v3'}
+    assert evaluation['success']['reach-v3'] in (0.0, 1.0) and evaluation['reused'] == []
+
+
+def test_an_unreadable_checkpoint_is_an_evaluation_error(tmp_path):
+    q = queue.Queue()
+    run_evaluation(EvaluationJob(checkpoint=str(tmp_path / 'missing'), version=3,
+                                 round_index=2, episodes=1), q)
+    items = drain(q)
+    assert items[-1]['kind'] == 'error' and items[-1]['version'] == 3
+    assert 'missing' in items[-1]['message']
 
 
 def test_episodes_with_implausible_proprioception_or_unreadable_are_skipped_and_not_counted(
@@ -129,16 +140,15 @@ def test_tasks_still_on_the_pretrained_weights_reuse_a_matching_baseline(tmp_pat
                 'base_seed': EVALUATION_SEED, 'success': {'reach-v3': 0.2, 'push-v3': 0.4}}
 
     def job(**changes):
-        fields = {'base_checkpoint': str(initial), 'episode_paths': (), 'checkpoint_dir': 'x',
-                  'version': 1, 'round_index': 0, 'evaluate_episodes': 5,
-                  'evaluate_max_steps': 150, 'anchor_checkpoint': str(initial),
+        fields = {'checkpoint': 'x', 'version': 1, 'round_index': 0, 'episodes': 5,
+                  'max_steps': 150, 'anchor_checkpoint': str(initial),
                   'baseline_evaluation': baseline}
         fields.update(changes)
-        return RoundJob(**fields)
+        return EvaluationJob(**fields)
 
     assert unchanged_tasks(tuned, TASKS, job()) == ['push-v3']
     # Other evaluation settings or another pretrained checkpoint: evaluate everything.
-    assert unchanged_tasks(tuned, TASKS, job(evaluate_episodes=10)) == []
+    assert unchanged_tasks(tuned, TASKS, job(episodes=10)) == []
     assert unchanged_tasks(tuned, TASKS, job(baseline_evaluation={
         **baseline, 'checkpoint_sha256': '0' * 64})) == []
     # Without the adaptive prior no task is known to be unchanged.

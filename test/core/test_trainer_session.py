@@ -46,13 +46,14 @@ def entries(dirs, count, failed=()):
     return out
 
 
-def checkpoint_item(dirs, version, demos_used, kind='checkpoint', skipped=(), **extra):
+def checkpoint_item(dirs, version, demos_used, skipped=(), train_s=1.0):
+    """Write checkpoint ``version`` and give the ``result`` item of the round that wrote it."""
     path = dirs['checkpoints'] / f'v{version:04d}'
     sha = save_checkpoint(tiny_policy(), path, {'demos_used': demos_used,
                                                 'round': version - 1})
-    return {'kind': kind, 'path': str(path), 'sha256': sha, 'version': version,
+    return {'kind': 'result', 'path': str(path), 'sha256': sha, 'version': version,
             'round': version - 1, 'demos_used': demos_used, 'step': 5,
-            'metrics': {'loss': 0.5}, 'skipped': list(skipped), **extra}
+            'metrics': {'loss': 0.5}, 'skipped': list(skipped), 'train_s': train_s}
 
 
 def test_starts_from_the_initial_checkpoint_and_announces_it(dirs):
@@ -97,7 +98,6 @@ def test_a_round_starts_after_b_demos_and_trains_on_the_successful_ones(dirs):
     assert plan.demos_used == 3 and len(plan.paths) == 2
     assert plan.job.version == 1 and plan.job.round_index == 0
     assert plan.job.episode_paths == plan.paths and plan.job.demos_used == 3
-    assert plan.warning == ''
     with_failed = make_session(dirs, demos_per_round=3, train_on_failed_demos=True)
     assert len(with_failed.plan_round(entries(dirs, 3, failed=(1,))).paths) == 3
 
@@ -123,28 +123,50 @@ def test_the_round_size_follows_the_selector(dirs):
     assert (status.demos_per_round, status.demos_needed) == (1, 1)
 
 
-def test_queue_items_adopt_announce_and_evaluate(dirs):
-    session = make_session(dirs, demos_per_round=2, evaluate_episodes=3)
+def test_a_round_result_is_adopted_announced_and_handed_on_for_evaluation(dirs, tmp_path):
+    baseline = tmp_path / 'baseline.json'
+    baseline.write_text(json.dumps({'success': {'push-v3': 0.4}}))
+    session = make_session(dirs, demos_per_round=2, evaluate_episodes=3,
+                           baseline_evaluation_path=str(baseline))
     listed = entries(dirs, 2)
-    session.plan_round(listed)
+    plan = session.plan_round(listed)
+    assert plan.job.version == 1
     progress = session.on_job_item({'kind': 'progress', 'state': 'training',
                                     'message': 'step 1', 'progress': 0.123456}, listed)
     assert progress.status.state == 'training' and progress.status.progress == 0.123
     assert progress.checkpoint is None and not progress.finished
-    item = checkpoint_item(dirs, 1, 2)
-    adopted = session.on_job_item(item, listed)
-    assert adopted.checkpoint.version == 1 and adopted.checkpoint.sha256 == item['sha256']
-    assert adopted.checkpoint.metrics == {'loss': 0.5} and adopted.checkpoint.step == 5
+    item = checkpoint_item(dirs, 1, 2, train_s=1.5)
+    result = session.on_job_item(item, listed)
+    assert result.finished and result.checkpoint.version == 1
+    assert result.checkpoint.sha256 == item['sha256']
+    assert result.checkpoint.metrics == {'loss': 0.5} and result.checkpoint.step == 5
     assert (session.version, session.round, session.trained_on) == (1, 1, 2)
-    result = session.on_job_item({**item, 'kind': 'result', 'train_s': 1.5,
-                                  'evaluation': {'reach-v3': 1.0, 'push-v3': 0.0},
-                                  'evaluation_reused': ['push-v3']}, listed)
-    assert result.finished and result.checkpoint is None, 'announced once'
-    assert result.evaluation == payloads.Evaluation(
+    assert result.status.state == 'waiting' and result.status.demos_needed == 4
+    job = result.evaluation_job
+    assert (job.checkpoint, job.version, job.episodes) == (item['path'], 1, 3)
+    assert job.baseline_evaluation == {'success': {'push-v3': 0.4}}
+    assert job.anchor_checkpoint == str(dirs['initial'])
+
+    started = session.on_evaluation_item({'kind': 'progress', 'state': 'evaluating',
+                                          'message': 'evaluating version 1'}, listed,
+                                         training=False)
+    assert started.status.state == 'evaluating' and not started.finished
+    done = session.on_evaluation_item({'kind': 'evaluation', 'version': 1, 'reused': ['push-v3'],
+                                       'success': {'reach-v3': 1.0, 'push-v3': 0.0}}, listed,
+                                      training=True)
+    assert done.finished and done.status is None, "a training round's status stands"
+    assert done.evaluation == payloads.Evaluation(
         version=1, success={'reach-v3': 1.0, 'push-v3': 0.0}, mean=0.5, episodes=3,
         reused_from_pretrained=['push-v3'])
-    assert result.status.state == 'waiting' and result.status.demos_needed == 4
-    assert session.round == 1
+
+
+def test_no_evaluation_job_when_evaluation_is_off(dirs):
+    session = make_session(dirs, demos_per_round=1)
+    listed = entries(dirs, 1)
+    session.plan_round(listed)
+    outcome = session.on_job_item(checkpoint_item(dirs, 1, 1),
+                                  listed)
+    assert outcome.checkpoint.version == 1 and outcome.evaluation_job is None
 
 
 def test_a_skipped_episode_is_not_counted_until_its_file_changes(dirs):
@@ -163,7 +185,7 @@ def test_a_skipped_episode_is_not_counted_until_its_file_changes(dirs):
     assert session.status('waiting', '', listed).demos_available == 3
 
 
-def test_errors_before_and_after_the_checkpoint(dirs):
+def test_round_and_evaluation_errors(dirs):
     session = make_session(dirs, demos_per_round=2)
     listed = entries(dirs, 2)
     session.plan_round(listed)
@@ -175,26 +197,33 @@ def test_errors_before_and_after_the_checkpoint(dirs):
     listed = entries(dirs, 4)
     session.plan_round(listed)
     session.on_job_item(checkpoint_item(dirs, 1, 4), listed)
-    evaluation_failed = session.on_job_item({'kind': 'error', 'message': 'sim'}, listed)
-    assert evaluation_failed.status.message == 'evaluation failed: sim'
+    evaluation_failed = session.on_evaluation_item(
+        {'kind': 'error', 'version': 1, 'message': 'sim'}, listed, training=False)
+    assert evaluation_failed.finished
+    assert evaluation_failed.status.message == 'evaluation of version 1 failed: sim'
     assert session.version == 1 and session.trained_on == 4
     died = session.on_job_died(-9, listed)
     assert died.finished and 'exit code -9' in died.status.message
+    evaluation_died = session.on_evaluation_died(1, -9, listed, training=True)
+    assert evaluation_died.finished and evaluation_died.status is None
+    assert ('error', 'evaluation of version 1 died (exit code -9)') in evaluation_died.logs
 
 
-def test_baseline_evaluation_is_read_when_a_round_starts(dirs, tmp_path):
+def test_baseline_evaluation_is_read_when_a_checkpoint_is_evaluated(dirs, tmp_path):
     path = tmp_path / 'baseline.json'
-    path.write_text(json.dumps({'success': {'reach-v3': 0.2}}))
+    path.write_text('[]')
     session = make_session(dirs, demos_per_round=1, evaluate_episodes=2,
                            baseline_evaluation_path=str(path))
-    plan = session.plan_round(entries(dirs, 1))
-    assert plan.job.baseline_evaluation == {'success': {'reach-v3': 0.2}} and not plan.warning
-    path.write_text('[]')
-    plan = make_session(dirs, demos_per_round=1, evaluate_episodes=2,
-                        baseline_evaluation_path=str(path)).plan_round(entries(dirs, 1))
-    assert plan.job.baseline_evaluation == {} and 'unusable' in plan.warning
+    listed = entries(dirs, 1)
+    session.plan_round(listed)
+    outcome = session.on_job_item(checkpoint_item(dirs, 1, 1),
+                                  listed)
+    assert outcome.evaluation_job.baseline_evaluation == {}
+    assert any(level == 'warning' and 'unusable' in text for level, text in outcome.logs)
 
 
 def test_unknown_queue_item(dirs):
     with pytest.raises(ValueError, match='unknown'):
         make_session(dirs).on_job_item({'kind': 'other'}, [])
+    with pytest.raises(ValueError, match='unknown'):
+        make_session(dirs).on_evaluation_item({'kind': 'checkpoint'}, [], training=False)

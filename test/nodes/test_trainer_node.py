@@ -2,7 +2,8 @@
 Trainer node over real DDS.
 
 A round after B demos, an unreadable episode skipped, the announcement; new episodes from
-recorder/episode, the directory listed again only on request.
+recorder/episode, the directory listed again only on request; every version evaluated in a
+process of its own while rounds go on.
 """
 
 import json
@@ -147,3 +148,49 @@ def test_new_episodes_come_from_announcements_and_the_directory_is_listed_on_req
     assert future.result().success and '2 episodes' in future.result().message
     assert wait_for(lambda: available() == 2, 10.0), statuses.last.data
     assert json.loads(statuses.last.data)['demos_needed'] == 5
+
+
+def test_each_version_is_evaluated_in_its_own_process_and_rounds_go_on(ros, wait_for, tmp_path):
+    initial = tmp_path / 'initial'
+    save_checkpoint(TaskPolicy(PolicyConfig(
+        tasks=TASKS, observation='image', image_size=32, conv_channels=(8, 8, 8, 8),
+        hidden_dim=32, feature_dim=16)), initial, {'kind': 'test'})
+    dataset = tmp_path / 'episodes'
+    recorder = EpisodeRecorder(RecorderSettings(dataset_dir=str(dataset), min_free_disk_mb=0.0))
+    try:
+        record_demo(recorder, 'reach-v3', 6, seed=1)
+    finally:
+        recorder.close()
+    checkpoints = ros.collect(String, 'trainer/checkpoint', LATCHED_QOS)
+    evaluations = ros.collect(String, 'trainer/evaluation', LATCHED_QOS)
+    statuses = ros.collect(String, 'trainer/status', COMMAND_QOS)
+    episodes = ros.publisher(String, 'recorder/episode', latched_qos(10))
+    ros.add_node(TrainerNode(context=ros.context, parameter_overrides=[
+        Parameter('dataset_dir', value=str(dataset)),
+        Parameter('checkpoint_dir', value=str(tmp_path / 'checkpoints')),
+        Parameter('initial_checkpoint', value=str(initial)),
+        Parameter('demos_per_round', value=1), Parameter('steps', value=5),
+        Parameter('batch_size', value=4), Parameter('evaluate_episodes', value=1),
+        Parameter('evaluate_max_steps', value=5), Parameter('poll_period_s', value=0.2)]))
+
+    def versions(collector):
+        return [json.loads(m.data)['version'] for m in collector.messages]
+    assert wait_for(lambda: 1 in versions(checkpoints), 120.0), statuses.last.data
+    recorder = EpisodeRecorder(RecorderSettings(dataset_dir=str(dataset), min_free_disk_mb=0.0))
+    try:
+        record_demo(recorder, 'push-v3', 6, seed=2)
+    finally:
+        recorder.close()
+    second = list_saved_episodes(dataset)[-1]
+    episodes.publish(String(data=encode(EpisodeSaved(
+        path=second['path'], sha256=second['sha256'], task=second['task'], success=True,
+        frames=second['frames'], bag_path=second['bag_path'] or ''))))
+    assert wait_for(lambda: 2 in versions(checkpoints), 120.0), statuses.last.data
+    assert wait_for(lambda: versions(evaluations) == [1, 2], 120.0), \
+        [json.loads(m.data)['message'] for m in statuses.messages]
+    for message in evaluations.messages:
+        evaluation = json.loads(message.data)
+        assert set(evaluation['success']) == set(TASKS) and evaluation['episodes'] == 1
+        assert all(rate in (0.0, 1.0) for rate in evaluation['success'].values())
+    states = [json.loads(m.data)['state'] for m in statuses.messages]
+    assert 'evaluating' in states and 'error' not in states, states
