@@ -462,6 +462,8 @@ class MuxDecision:
     :param estop: whether the estop is engaged
     :param code: ``'ok'``, ``'clamped'`` or why the output is zero
     :param reason: human-readable explanation
+    :param stamp_s: header stamp of the source command it forwards (its issue time), or None
+        for a command the mux makes itself (zero): stamp that with the current time
     """
 
     twist_mps: np.ndarray
@@ -470,6 +472,7 @@ class MuxDecision:
     estop: bool
     code: str
     reason: str
+    stamp_s: float | None = None
 
     def status(self):
         """:return: the status as a JSON string (source, estop, code, reason)."""
@@ -509,6 +512,7 @@ class CommandMux:
         self.gate = CommandGate(config.max_linear_velocity_mps)
         self._twist = {TELEOP: None, POLICY: None}
         self._twist_time_s = {TELEOP: None, POLICY: None}
+        self._twist_stamp_s = {TELEOP: None, POLICY: None}
         self._gripper = {TELEOP: None, POLICY: None}
         self._gripper_time_s = {TELEOP: None, POLICY: None}
         self._last_teleop_motion_s = None
@@ -526,13 +530,15 @@ class CommandMux:
         self.config = config
         self.gate.limits = np.asarray(config.max_linear_velocity_mps, dtype=np.float64)
 
-    def on_twist(self, source, linear_mps, now_s):
+    def on_twist(self, source, linear_mps, now_s, stamp_s=None):
         """
         Store a source's newest linear velocity command.
 
         :param source: ``'teleop'`` or ``'policy'``
         :param linear_mps: (3,) vx, vy, vz
         :param now_s: arrival time
+        :param stamp_s: its header stamp (issue time; None or 0: unstamped), handed on in
+            :attr:`MuxDecision.stamp_s` while it is the output
         :raises ValueError: for an unknown source or a command without 3 elements
         """
         linear = np.asarray(linear_mps, dtype=np.float64).reshape(-1)
@@ -542,6 +548,7 @@ class CommandMux:
             raise ValueError(f'a linear velocity needs 3 elements, got shape {linear.shape}')
         self._twist[source] = linear
         self._twist_time_s[source] = now_s
+        self._twist_stamp_s[source] = stamp_s or None
         if source == TELEOP and np.linalg.norm(linear) > self.config.teleop_motion_threshold_mps:
             self._last_teleop_motion_s = now_s
 
@@ -619,6 +626,8 @@ class CommandMux:
         wanted = self._twist[source] if source != NONE and check.ok else np.zeros(3)
         decision = self.gate.decide(wanted, [check])
         self._gripper_output = self._choose_gripper(source, now_s)
+        forwarded = source != NONE and decision.code in (OK, CLAMPED)
         return MuxDecision(
             twist_mps=decision.command, gripper=self._gripper_output, source=source,
-            estop=self.gate.estop.engaged, code=decision.code, reason=decision.reason)
+            estop=self.gate.estop.engaged, code=decision.code, reason=decision.reason,
+            stamp_s=self._twist_stamp_s[source] if forwarded else None)

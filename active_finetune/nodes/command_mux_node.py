@@ -1,5 +1,5 @@
 """
-Command mux node: decides which command reaches the robot and publishes it at rate_hz.
+Command mux node: decides which command reaches the robot, at rate_hz and on every new command.
 
 Subscribes policy/twist, policy/gripper, teleop/twist, teleop/gripper,
 recorder/status (JSON with "state") and estop; publishes cmd/twist, cmd/gripper
@@ -8,10 +8,18 @@ in :class:`active_finetune.safety.CommandMux`: the operator takes over on
 SpaceMouse motion (held ``teleop_hold_s``) and while recording, the policy has
 control otherwise; stale sources count as absent; estop latches zero until a
 False arrives; NaN gives zero; every axis is clamped.  Zero on shutdown.
+
+A new twist or gripper command is forwarded as it arrives (a cycle runs at once), so it reaches
+the robot without waiting up to 1 / rate_hz for the next timer cycle; the timer keeps the output
+going (and zeroes it) when commands stop.  ``cmd/twist`` carries the header stamp of the command
+it forwards (the time the operator or the policy issued it, as twist_mux hands messages on), so a
+robot can tell which command it executes and how old it is; a zero the mux makes itself (stale
+source, estop, no source) is stamped with the current time.
 """
 
 
-from active_finetune.nodes.conversions import linear_to_twist_stamped, twist_stamped_to_linear
+from active_finetune.nodes.conversions import linear_to_twist_stamped, stamp_to_s, \
+    twist_stamped_to_linear
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 from active_finetune.nodes.spin import run_node
@@ -56,7 +64,7 @@ class CommandMuxNode(Node):
         # volatile one matches any publisher.  Duplicates are harmless.
         self.create_subscription(Bool, 'estop', self._on_estop, LATCHED_QOS)
         self.create_subscription(Bool, 'estop', self._on_estop, COMMAND_QOS)
-        self._timer = self.create_timer(1.0 / self.config.rate_hz, self._on_timer)
+        self._timer = self.create_timer(1.0 / self.config.rate_hz, self._cycle)
 
     def _now_s(self):
         return self.get_clock().now().nanoseconds * 1e-9
@@ -66,10 +74,13 @@ class CommandMuxNode(Node):
         self._mux.set_config(config)
 
     def _on_twist(self, source, msg):
-        self._mux.on_twist(source, twist_stamped_to_linear(msg), self._now_s())
+        self._mux.on_twist(source, twist_stamped_to_linear(msg), self._now_s(),
+                           stamp_to_s(msg.header.stamp))
+        self._cycle()
 
     def _on_gripper(self, source, msg):
         self._mux.on_gripper(source, msg.data, self._now_s())
+        self._cycle()
 
     def _on_recorder_status(self, msg):
         try:
@@ -88,10 +99,10 @@ class CommandMuxNode(Node):
             else:
                 self.get_logger().warning('estop released')
 
-    def _on_timer(self):
+    def _cycle(self):
         try:
             decision = self._mux.decide(self._now_s())
-            self._publish(decision.twist_mps, decision.gripper)
+            self._publish(decision.twist_mps, decision.gripper, decision.stamp_s)
             if decision.status_key() != self._status_key:
                 self._status_key = decision.status_key()
                 self._announce(decision)
@@ -110,11 +121,12 @@ class CommandMuxNode(Node):
         else:
             self.get_logger().warning(text)
 
-    def _publish(self, linear_mps, gripper):
-        self._twist_pub.publish(
-            linear_to_twist_stamped(linear_mps, self._now_s(), self.config.frame_id))
+    def _publish(self, linear_mps, gripper, stamp_s=None):
+        # The gripper first: a robot that waits for the twist of a command then has both.
         if gripper is not None:
             self._gripper_pub.publish(Float64(data=gripper))
+        self._twist_pub.publish(
+            linear_to_twist_stamped(linear_mps, stamp_s or self._now_s(), self.config.frame_id))
 
     def publish_zero(self):
         """Publish a zero twist (the gripper is left as it is)."""

@@ -25,7 +25,7 @@ machine, which run on their own thread so the executor is never blocked by rende
 import os
 
 from active_finetune.nodes.conversions import camera_info_from_intrinsics, \
-    linear_to_twist_stamped, rgb_to_image, s_to_stamp, twist_stamped_to_linear
+    linear_to_twist_stamped, rgb_to_image, s_to_stamp, stamp_to_s, twist_stamped_to_linear
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, IMAGE_QOS, LATCHED_QOS, SENSOR_QOS
 from active_finetune.nodes.spin import run_node
@@ -100,7 +100,8 @@ class SimBridgeNode(Node):
     # ---------------------------------------------------------------- subscriptions
 
     def _on_twist(self, msg):
-        self._bridge.commands.set_twist(twist_stamped_to_linear(msg))
+        stamp_s = stamp_to_s(msg.header.stamp)
+        self._bridge.commands.set_twist(twist_stamped_to_linear(msg), stamp_s or None)
 
     def _on_gripper(self, msg):
         self._bridge.commands.set_gripper(msg.data)
@@ -173,14 +174,17 @@ class SimBridgeNode(Node):
 
     def publish_teleop(self, linear_mps, gripper):
         """
-        Publish the scripted operator's command as the SpaceMouse would.
+        Publish the scripted operator's command as the SpaceMouse would (gripper, then twist).
 
         :param linear_mps: (3,) m/s
         :param gripper: -1 open .. +1 closed
+        :return: the twist's header stamp (s), which the command mux hands on in cmd/twist
         """
-        self._teleop_twist_pub.publish(
-            linear_to_twist_stamped(linear_mps, self._now_s(), self.config.frame_id))
+        stamp_s = self._now_s()
         self._teleop_gripper_pub.publish(Float64(data=float(gripper)))
+        self._teleop_twist_pub.publish(
+            linear_to_twist_stamped(linear_mps, stamp_s, self.config.frame_id))
+        return stamp_s
 
     def _on_recorder_status(self, msg):
         try:
@@ -218,9 +222,11 @@ class SimBridgeNode(Node):
             self._last_episode = {'task': event.task, 'episode': event.episode,
                                   'success': event.success, 'steps': event.steps,
                                   'request_id': event.request_id}
+            late = '' if event.request_id is None else \
+                f" ({event.late_commands} on a command older than the operator's)"
             self.get_logger().info(
                 f'episode {event.episode} of {event.task} ended: success={event.success} '
-                f'after {event.steps} steps')
+                f'after {event.steps} steps{late}')
             return
         self.status = {
             'state': 'demonstrating' if event.request_id is not None else 'running',

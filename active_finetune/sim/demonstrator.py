@@ -154,14 +154,13 @@ class Demonstrator:
         Publish the scripted expert's action for ``state`` as a teleop command.
 
         :param state: (39,) Meta-World state
-        :return: time.monotonic() when the command was sent
+        :return: the teleop twist's header stamp (its issue time), or None when the outputs do
+            not say
         """
         action = self._demo.operator.act(state)
-        sent_s = time.monotonic()
-        self._outputs.publish_teleop(
+        return self._outputs.publish_teleop(
             action[:3].astype(np.float64) * self.config.max_linear_velocity_mps,
             float(action[3]))
-        return sent_s
 
     def _start(self, request_id, task):
         robot = self._robot

@@ -16,9 +16,17 @@ before each step it sends its command (which comes back through the command stre
 
 Pace: with ``rate_hz > 0`` the robot steps in real time with whatever command is newest.  With
 ``rate_hz = 0`` it steps as fast as the commands come (tests): before each step it waits, up to
-``command_timeout_s``, for a new command (during a demonstration: the one its own teleop message
-produced), so it runs lock-step with the policy or the scripted operator and idles at
+``command_timeout_s``, for a new command, so it runs lock-step with the policy and idles at
 ``1 / command_timeout_s`` steps per second when nobody commands.
+
+During a demonstration, at either pace, the robot steps with the command the scripted operator
+issued for the frame it last published: it waits (up to ``command_timeout_s``) until a twist
+stamped at or after that command's issue time has come back through the command stream (the
+command mux hands the teleop stamp on), as the in-process rollout executes the expert's action for
+each observation.  Without that wait a command still in flight when the step came executed one
+step late, which made the ROS-recorded demonstrations longer than and different from the
+in-process ones.  Steps that still ran on an older command (the wait timed out) are counted in the
+episode's end event (``late_commands``).
 """
 
 from dataclasses import dataclass
@@ -33,6 +41,10 @@ from active_finetune.sim.rollouts import episode_seed, PURPOSE_EVAL
 import numpy as np
 
 _LOG = logging.getLogger(__name__)
+
+STAMP_TOLERANCE_S = 1e-6
+"""Slack when comparing header stamps (a float-seconds stamp survives the message's sec/nanosec
+only to about a microsecond)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,8 @@ class EpisodeEvent:
     :param request_id: the operator request it demonstrates, or None
     :param success: for 'end': whether it succeeded
     :param steps: for 'end': steps taken
+    :param late_commands: for 'end' of a demonstration: steps that executed a command older than
+        the one the operator issued for the step's frame
     """
 
     kind: str
@@ -81,6 +95,7 @@ class EpisodeEvent:
     request_id: int | None = None
     success: bool = False
     steps: int = 0
+    late_commands: int = 0
 
 
 class CommandInbox:
@@ -95,6 +110,7 @@ class CommandInbox:
         self._condition = threading.Condition()
         self._linear_mps = np.zeros(3)
         self._twist_time_s = None
+        self._twist_stamp_s = None
         self._gripper = -1.0
         self._gripper_time_s = None
         self._interrupted = False
@@ -105,17 +121,45 @@ class CommandInbox:
             self._interrupted = True
             self._condition.notify_all()
 
-    def set_twist(self, linear_mps):
+    def set_twist(self, linear_mps, stamp_s=None):
         """
         Store a linear velocity command.
 
         :param linear_mps: (3,) vx, vy, vz in m/s
+        :param stamp_s: its header stamp (when it was issued; None: unstamped)
         """
         linear = np.asarray(linear_mps, dtype=np.float64).reshape(3)
         with self._condition:
             self._linear_mps = linear
             self._twist_time_s = time.monotonic()
+            self._twist_stamp_s = stamp_s
             self._condition.notify_all()
+
+    def has_twist_issued_since(self, stamp_s):
+        """
+        Check that the newest twist was issued at or after ``stamp_s``.
+
+        :param stamp_s: issue time (the stamps' clock)
+        :return: bool (False for an unstamped twist or none)
+        """
+        with self._condition:
+            return self._issued_since(stamp_s)
+
+    def _issued_since(self, stamp_s):
+        return self._twist_stamp_s is not None and \
+            self._twist_stamp_s >= stamp_s - STAMP_TOLERANCE_S
+
+    def wait_for_twist_issued_since(self, stamp_s, timeout_s):
+        """
+        Wait until the newest twist was issued at or after ``stamp_s`` (by its header stamp).
+
+        :param stamp_s: issue time of the command waited for (the stamps' clock)
+        :param timeout_s: deadline in seconds
+        :return: True when it arrived in time
+        """
+        with self._condition:
+            return self._condition.wait_for(
+                lambda: self._interrupted or self._issued_since(stamp_s), timeout_s)
 
     def set_gripper(self, value):
         """
@@ -174,7 +218,8 @@ class SimRobot:
     is called from the stepping thread and needs: ``active`` (whether it is demonstrating),
     ``request_id`` (the request it demonstrates, or None), ``start_next()`` (start a waiting
     demonstration; return whether it took one), ``act(state)`` (send its command for this
-    Meta-World state; return the time.monotonic() it was sent) and ``end(success)`` (the
+    Meta-World state; return the command's header stamp, its issue time on the clock of the
+    stamps, or None when unknown) and ``end(success)`` (the
     demonstration's episode ended, or the robot stopped during it).
 
     :param config: :class:`~active_finetune.sim.bridge.SimBridgeConfig` (the robot reads
@@ -209,6 +254,8 @@ class SimRobot:
         self.seed = None
         self.steps = 0
         self.success_steps = 0
+        self.late_commands = 0
+        """Steps of this episode that executed an older command than the operator issued."""
         self.error = None
         """repr of the exception that stopped the stepping thread, or None."""
         self.intrinsics = None
@@ -288,9 +335,9 @@ class SimRobot:
             self._handle_requests()
             if self.stopping.is_set():
                 break
-            sent_s = None
+            issued_s = None
             if self._operator_active():
-                sent_s = self.operator.act(self._env.current_state())
+                issued_s = self.operator.act(self._env.current_state())
             if period_s > 0:
                 next_tick_s += period_s
                 delay_s = next_tick_s - time.monotonic()
@@ -298,14 +345,19 @@ class SimRobot:
                     next_tick_s = time.monotonic()
                 elif delay_s > 0 and self.stopping.wait(delay_s):
                     break
-            else:
-                # Lock-step with whoever commands (during a demonstration: with the twist its own
-                # teleop message produced; the mux forwards the gripper only when it changes);
-                # idles at 1 / command_timeout_s steps per second without commands.
+            if issued_s is not None:
+                # The command the operator issued for this frame, back through the command
+                # stream (at real-time pace it is usually in already).
+                self.commands.wait_for_twist_issued_since(issued_s,
+                                                          self.config.command_timeout_s)
+            elif period_s == 0:
+                # Lock-step with whoever commands; idles at 1 / command_timeout_s steps per
+                # second without commands.
                 self.commands.wait_for_commands_after(
-                    last_step_s if sent_s is None else sent_s, self.config.command_timeout_s,
-                    need_gripper=False)
+                    last_step_s, self.config.command_timeout_s, need_gripper=False)
             last_step_s = time.monotonic()
+            if issued_s is not None and not self.commands.has_twist_issued_since(issued_s):
+                self.late_commands += 1
             self._step()
 
     def _step(self):
@@ -352,6 +404,7 @@ class SimRobot:
         self.task = task
         self.steps = 0
         self.success_steps = 0
+        self.late_commands = 0
         self._outputs.episode_event(EpisodeEvent(
             kind='start', task=task, episode=self.episode, seed=self.seed,
             request_id=request_id))
@@ -361,7 +414,7 @@ class SimRobot:
         self._outputs.episode_event(EpisodeEvent(
             kind='end', task=self.task, episode=self.episode, seed=self.seed,
             request_id=None if self.operator is None else self.operator.request_id,
-            success=bool(success), steps=self.steps))
+            success=bool(success), steps=self.steps, late_commands=self.late_commands))
         if self._operator_active():
             self.operator.end(success)
         with self._lock:

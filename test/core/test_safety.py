@@ -124,6 +124,21 @@ def test_mux_uses_fresh_policy_and_zero_without_source():
     np.testing.assert_array_equal(stale.twist_mps, np.zeros(3))
 
 
+def test_mux_hands_on_the_stamp_of_the_command_it_forwards():
+    mux = make_mux()
+    mux.on_twist('policy', [0.1, 0.0, 0.0], 1.0, stamp_s=0.98)
+    assert mux.decide(1.01).stamp_s == 0.98, 'the issue time of the forwarded command'
+    mux.on_twist('teleop', [0.0, 0.5, 0.0], 1.02, stamp_s=1.015)
+    clamped = mux.decide(1.03)
+    assert (clamped.source, clamped.code, clamped.stamp_s) == ('teleop', 'clamped', 1.015)
+    mux.on_twist('teleop', [0.0, 0.05, 0.0], 1.04)
+    assert mux.decide(1.05).stamp_s is None, 'an unstamped command: stamped by the mux'
+    assert mux.decide(1.5).stamp_s is None, 'a zero the mux makes itself (stale teleop)'
+    mux.on_twist('policy', [0.1, 0.0, 0.0], 3.0, stamp_s=2.99)
+    mux.on_estop(True)
+    assert mux.decide(3.01).stamp_s is None, 'estop zero'
+
+
 def test_mux_teleop_motion_takes_over_and_holds():
     mux = make_mux()
     mux.on_twist('policy', [0.1, 0.0, 0.0], 0.0)

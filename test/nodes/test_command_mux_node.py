@@ -97,6 +97,21 @@ def test_policy_commands_pass_and_stale_policy_gives_zero(ros, wait_for, graph):
     assert graph.cmd_gripper.last.data == 0.5, 'the gripper holds its position'
 
 
+def test_a_new_command_is_forwarded_at_once_with_its_issue_stamp(ros, wait_for, graph):
+    start_mux(ros, rate_hz=1.0)  # a timer cycle only every second
+    assert wait_for(lambda: len(graph.status) > 0, 5.0)
+    publisher = ros.publisher(TwistStamped, 'policy/twist', COMMAND_QOS)
+    issued_s = 1_700_000_000.25
+    publisher.publish(linear_to_twist_stamped([0.1, 0.0, 0.0], issued_s, 'base_link'))
+    assert wait_for(lambda: any(np.allclose(linear(m), [0.1, 0.0, 0.0])
+                                for m in graph.cmd_twist.messages), 0.5), \
+        'forwarded on arrival, not at the next 1 Hz cycle'
+    forwarded = next(m for m in graph.cmd_twist.messages
+                     if np.allclose(linear(m), [0.1, 0.0, 0.0]))
+    stamp = forwarded.header.stamp
+    assert abs(stamp.sec + stamp.nanosec * 1e-9 - issued_s) < 1e-6, 'the source stamp'
+
+
 def test_nan_gives_zero_and_limits_clamp(ros, wait_for, graph):
     start_mux(ros)
     graph.policy_twist.stream(twist(1.0, -1.0, 0.1))
