@@ -20,10 +20,11 @@ Pace: with ``rate_hz > 0`` the robot steps in real time with whatever command is
 ``1 / command_timeout_s`` steps per second when nobody commands.
 
 During a demonstration, at either pace, the robot steps with the command the scripted operator
-issued for the frame it last published: it waits (up to ``command_timeout_s``) until a twist
-stamped at or after that command's issue time has come back through the command stream (the
-command mux hands the teleop stamp on), as the in-process rollout executes the expert's action for
-each observation.  Without that wait a command still in flight when the step came executed one
+issued for the frame it last published: it waits (up to ``command_timeout_s``) until the newest
+twist carries that command's header stamp, i.e. the command has come back through the command
+stream (the command mux hands the teleop stamp on; the policy's commands and the zeros the mux
+makes itself carry other stamps), as the in-process rollout executes the expert's action for each
+observation.  Without that wait a command still in flight when the step came executed one
 step late, which made the ROS-recorded demonstrations longer than and different from the
 in-process ones.  Steps that still ran on an older command (the wait timed out) are counted in the
 episode's end event (``late_commands``).
@@ -135,23 +136,26 @@ class CommandInbox:
             self._twist_stamp_s = stamp_s
             self._condition.notify_all()
 
-    def has_twist_issued_since(self, stamp_s):
+    def has_twist_issued_at(self, stamp_s):
         """
-        Check that the newest twist was issued at or after ``stamp_s``.
+        Check that the newest twist is the command issued at ``stamp_s`` (by its header stamp).
 
-        :param stamp_s: issue time (the stamps' clock)
+        :param stamp_s: issue time of that command (the stamps' clock)
         :return: bool (False for an unstamped twist or none)
         """
         with self._condition:
-            return self._issued_since(stamp_s)
+            return self._issued_at(stamp_s)
 
-    def _issued_since(self, stamp_s):
+    def _issued_at(self, stamp_s):
         return self._twist_stamp_s is not None and \
-            self._twist_stamp_s >= stamp_s - STAMP_TOLERANCE_S
+            abs(self._twist_stamp_s - stamp_s) <= STAMP_TOLERANCE_S
 
-    def wait_for_twist_issued_since(self, stamp_s, timeout_s):
+    def wait_for_twist_issued_at(self, stamp_s, timeout_s):
         """
-        Wait until the newest twist was issued at or after ``stamp_s`` (by its header stamp).
+        Wait until the newest twist is the command issued at ``stamp_s`` (by its header stamp).
+
+        Another command meanwhile (the policy's, or a zero the command mux makes while the
+        operator's stream is stale) does not end the wait.
 
         :param stamp_s: issue time of the command waited for (the stamps' clock)
         :param timeout_s: deadline in seconds
@@ -159,7 +163,7 @@ class CommandInbox:
         """
         with self._condition:
             return self._condition.wait_for(
-                lambda: self._interrupted or self._issued_since(stamp_s), timeout_s)
+                lambda: self._interrupted or self._issued_at(stamp_s), timeout_s)
 
     def set_gripper(self, value):
         """
@@ -348,15 +352,14 @@ class SimRobot:
             if issued_s is not None:
                 # The command the operator issued for this frame, back through the command
                 # stream (at real-time pace it is usually in already).
-                self.commands.wait_for_twist_issued_since(issued_s,
-                                                          self.config.command_timeout_s)
+                self.commands.wait_for_twist_issued_at(issued_s, self.config.command_timeout_s)
             elif period_s == 0:
                 # Lock-step with whoever commands; idles at 1 / command_timeout_s steps per
                 # second without commands.
                 self.commands.wait_for_commands_after(
                     last_step_s, self.config.command_timeout_s, need_gripper=False)
             last_step_s = time.monotonic()
-            if issued_s is not None and not self.commands.has_twist_issued_since(issued_s):
+            if issued_s is not None and not self.commands.has_twist_issued_at(issued_s):
                 self.late_commands += 1
             self._step()
 

@@ -87,8 +87,11 @@ class SlowCommandStream:
     Bridge outputs whose teleop commands reach the robot ``delay_s`` later (a loaded machine).
 
     The delay is longer than a step, so a robot that stepped with whatever command is newest
-    would execute each of the operator's commands one step late.  The recorder confirms every
-    press at once; frames of the demonstration are kept.
+    would execute each of the operator's commands one step late.  Halfway through the delay a
+    zero twist stamped with the current time comes first (what the command mux sends while the
+    operator's stream is stale), so neither "any new command" nor "a command stamped later than
+    the operator's" is the operator's command.  The recorder confirms every press at once; frames
+    of the demonstration are kept.
     """
 
     def __init__(self, delay_s):
@@ -110,6 +113,10 @@ class SlowCommandStream:
         def arrive():
             commands.set_gripper(gripper)
             commands.set_twist(linear_mps, stamp_s)
+
+        def mux_zero():
+            commands.set_twist(np.zeros(3), time.time())
+        threading.Timer(self.delay_s / 2, mux_zero).start()
         threading.Timer(self.delay_s, arrive).start()
         return stamp_s
 
