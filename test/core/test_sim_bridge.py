@@ -7,7 +7,25 @@ from active_finetune.sim.bridge import SimBridge, SimBridgeConfig
 import numpy as np
 
 
-class RestartingRecorder:
+class FakeOutputs:
+    """Bridge outputs that keep the episode events and answer with a fake recorder's state."""
+
+    def __init__(self):
+        self.bridge = None
+        self.lock = threading.Lock()
+        self.state = None
+        self.events = []
+
+    def episode_event(self, event):
+        with self.lock:
+            self.events.append(event)
+
+    def recorder_state(self):
+        with self.lock:
+            return self.state
+
+
+class RestartingRecorder(FakeOutputs):
     """
     Bridge outputs with a fake recorder that is killed right after it starts recording.
 
@@ -17,28 +35,17 @@ class RestartingRecorder:
     """
 
     def __init__(self):
-        self.bridge = None
-        self.lock = threading.Lock()
-        self.state = None
+        super().__init__()
         self.alive = True
         self.killed = False
         self.presses = []
         self.saved = []
-        self.events = []
 
     def publish_frame(self, frame):
         pass
 
     def publish_teleop(self, linear_mps, gripper):
         pass
-
-    def episode_event(self, event):
-        with self.lock:
-            self.events.append(event)
-
-    def recorder_state(self):
-        with self.lock:
-            return self.state
 
     def press_record_button(self):
         with self.lock:
@@ -82,7 +89,7 @@ def test_a_demo_lost_to_a_recorder_restart_is_demonstrated_again():
     assert len(demo_episodes) == 2, 'request 7 was demonstrated twice'
 
 
-class SlowCommandStream:
+class SlowCommandStream(FakeOutputs):
     """
     Bridge outputs whose teleop commands reach the robot ``delay_s`` later (a loaded machine).
 
@@ -95,12 +102,9 @@ class SlowCommandStream:
     """
 
     def __init__(self, delay_s):
+        super().__init__()
         self.delay_s = delay_s
-        self.bridge = None
-        self.lock = threading.Lock()
-        self.state = None
         self.frames = []
-        self.events = []
 
     def publish_frame(self, frame):
         if self.bridge is not None and self.bridge.demo_request_id is not None:
@@ -119,14 +123,6 @@ class SlowCommandStream:
         threading.Timer(self.delay_s / 2, mux_zero).start()
         threading.Timer(self.delay_s, arrive).start()
         return stamp_s
-
-    def episode_event(self, event):
-        with self.lock:
-            self.events.append(event)
-
-    def recorder_state(self):
-        with self.lock:
-            return self.state
 
     def press_record_button(self):
         with self.lock:

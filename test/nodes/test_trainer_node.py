@@ -46,6 +46,14 @@ def record_demo(recorder, task, steps, seed):
     assert recorder.wait_idle(30.0)
 
 
+def start_trainer(ros, dataset, checkpoint_dir, initial, **parameters):
+    """Add a trainer node on ``dataset`` with ``parameters`` besides the directories."""
+    values = {'dataset_dir': str(dataset), 'checkpoint_dir': str(checkpoint_dir),
+              'initial_checkpoint': str(initial), 'poll_period_s': 0.2, **parameters}
+    return ros.add_node(TrainerNode(context=ros.context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in values.items()]))
+
+
 @pytest.fixture
 def setup_dirs(tmp_path):
     policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='image', image_size=32,
@@ -72,13 +80,8 @@ def test_round_skips_the_unreadable_episode_and_announces_a_verified_checkpoint(
     assert len(list_saved_episodes(dataset)) == 3
     checkpoints = ros.collect(String, 'trainer/checkpoint', LATCHED_QOS)
     statuses = ros.collect(String, 'trainer/status', COMMAND_QOS)
-    ros.add_node(TrainerNode(context=ros.context, parameter_overrides=[
-        Parameter('dataset_dir', value=str(dataset)),
-        Parameter('checkpoint_dir', value=str(checkpoint_dir)),
-        Parameter('initial_checkpoint', value=str(initial)),
-        Parameter('demos_per_round', value=3), Parameter('steps', value=5),
-        Parameter('batch_size', value=8), Parameter('evaluate_episodes', value=0),
-        Parameter('poll_period_s', value=0.2)]))
+    start_trainer(ros, dataset, checkpoint_dir, initial, demos_per_round=3, steps=5,
+                  batch_size=8, evaluate_episodes=0)
     assert wait_for(lambda: any(json.loads(m.data)['version'] == 0 for m in checkpoints.messages),
                     10.0), 'the starting checkpoint is announced as version 0'
     assert wait_for(lambda: any(json.loads(m.data)['version'] == 1 for m in checkpoints.messages),
@@ -119,11 +122,7 @@ def test_new_episodes_come_from_announcements_and_the_directory_is_listed_on_req
     dataset.mkdir()
     statuses = ros.collect(String, 'trainer/status', COMMAND_QOS)
     episodes = ros.publisher(String, 'recorder/episode', latched_qos(10))
-    ros.add_node(TrainerNode(context=ros.context, parameter_overrides=[
-        Parameter('dataset_dir', value=str(dataset)),
-        Parameter('checkpoint_dir', value=str(tmp_path / 'checkpoints')),
-        Parameter('initial_checkpoint', value=str(initial)),
-        Parameter('demos_per_round', value=5), Parameter('poll_period_s', value=0.2)]))
+    start_trainer(ros, dataset, tmp_path / 'checkpoints', initial, demos_per_round=5)
     assert wait_for(lambda: len(statuses) > 0, 10.0)
     recorder = EpisodeRecorder(RecorderSettings(dataset_dir=str(dataset), min_free_disk_mb=0.0))
     try:
@@ -165,13 +164,8 @@ def test_each_version_is_evaluated_in_its_own_process_and_rounds_go_on(ros, wait
     evaluations = ros.collect(String, 'trainer/evaluation', LATCHED_QOS)
     statuses = ros.collect(String, 'trainer/status', COMMAND_QOS)
     episodes = ros.publisher(String, 'recorder/episode', latched_qos(10))
-    ros.add_node(TrainerNode(context=ros.context, parameter_overrides=[
-        Parameter('dataset_dir', value=str(dataset)),
-        Parameter('checkpoint_dir', value=str(tmp_path / 'checkpoints')),
-        Parameter('initial_checkpoint', value=str(initial)),
-        Parameter('demos_per_round', value=1), Parameter('steps', value=5),
-        Parameter('batch_size', value=4), Parameter('evaluate_episodes', value=1),
-        Parameter('evaluate_max_steps', value=5), Parameter('poll_period_s', value=0.2)]))
+    start_trainer(ros, dataset, tmp_path / 'checkpoints', initial, demos_per_round=1, steps=5,
+                  batch_size=4, evaluate_episodes=1, evaluate_max_steps=5)
 
     def versions(collector):
         return [json.loads(m.data)['version'] for m in collector.messages]
