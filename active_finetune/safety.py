@@ -416,6 +416,8 @@ class CommandMuxConfig:
     :param teleop_hold_s: how long the operator keeps control after the last motion
     :param command_timeout_s: a source whose newest command is older counts as absent
     :param frame_id: frame of the published twist (robot base, REP 103)
+    :param forward_source_stamp: stamp a forwarded twist with its source's header stamp (its
+        issue time) instead of the time of publishing
     """
 
     rate_hz: float = field(default=50.0, metadata={
@@ -436,6 +438,15 @@ class CommandMuxConfig:
     frame_id: str = field(default='base_link', metadata={
         'description': 'frame_id of the published cmd/twist (robot base frame, REP 103)',
         'read_only': True})
+    forward_source_stamp: bool = field(default=False, metadata={
+        'description': 'stamp a forwarded cmd/twist with the header stamp of the command it '
+                       'forwards (its issue time: the image stamp for the policy) instead of the '
+                       'time of publishing; the simulation bridge needs it to execute each '
+                       'scripted-operator command for its own frame (config/sim.yaml).  Off for '
+                       'arm drivers that take the stamp as the time of the command: MoveIt Servo '
+                       'counts a twist older than its incoming_command_timeout (0.1 s by '
+                       'default) as stale, and a held policy command grows older than that '
+                       'between two camera frames', 'read_only': True})
 
     def __post_init__(self):
         for name in ('rate_hz', 'max_linear_velocity_mps', 'command_timeout_s'):

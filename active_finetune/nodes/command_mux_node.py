@@ -11,10 +11,11 @@ False arrives; NaN gives zero; every axis is clamped.  Zero on shutdown.
 
 A new twist or gripper command is forwarded as it arrives (a cycle runs at once), so it reaches
 the robot without waiting up to 1 / rate_hz for the next timer cycle; the timer keeps the output
-going (and zeroes it) when commands stop.  ``cmd/twist`` carries the header stamp of the command
-it forwards (the time the operator or the policy issued it, as twist_mux hands messages on), so a
-robot can tell which command it executes and how old it is; a zero the mux makes itself (stale
-source, estop, no source) is stamped with the current time.
+going (and zeroes it) when commands stop.  ``cmd/twist`` is stamped with the time of publishing,
+or, with ``forward_source_stamp``, with the header stamp of the command it forwards (the time the
+operator or the policy issued it), so a robot can tell which command it executes (the simulation
+bridge's scripted operator needs that); a zero the mux makes itself (stale source, estop, no
+source) is always stamped with the current time.
 """
 
 
@@ -102,7 +103,8 @@ class CommandMuxNode(Node):
     def _cycle(self):
         try:
             decision = self._mux.decide(self._now_s())
-            self._publish(decision.twist_mps, decision.gripper, decision.stamp_s)
+            self._publish(decision.twist_mps, decision.gripper,
+                          decision.stamp_s if self.config.forward_source_stamp else None)
             if decision.status_key() != self._status_key:
                 self._status_key = decision.status_key()
                 self._announce(decision)

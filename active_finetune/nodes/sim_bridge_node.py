@@ -227,6 +227,12 @@ class SimBridgeNode(Node):
             self.get_logger().info(
                 f'episode {event.episode} of {event.task} ended: success={event.success} '
                 f'after {event.steps} steps{late}')
+            if event.request_id is not None and 2 * event.late_commands > event.steps:
+                self.get_logger().warning(
+                    f'{event.late_commands} of {event.steps} demonstration steps waited '
+                    f"{self.config.command_timeout_s} s for the operator's command in vain: does "
+                    'cmd/twist keep the teleop stamp (command mux forward_source_stamp: true)?',
+                    throttle_duration_sec=60.0)
             return
         self.status = {
             'state': 'demonstrating' if event.request_id is not None else 'running',

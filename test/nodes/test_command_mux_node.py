@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from active_finetune.nodes.command_mux_node import CommandMuxNode
 from active_finetune.nodes.conversions import linear_to_twist_stamped, twist_stamped_to_linear
@@ -97,8 +98,10 @@ def test_policy_commands_pass_and_stale_policy_gives_zero(ros, wait_for, graph):
     assert graph.cmd_gripper.last.data == 0.5, 'the gripper holds its position'
 
 
-def test_a_new_command_is_forwarded_at_once_with_its_issue_stamp(ros, wait_for, graph):
-    start_mux(ros, rate_hz=1.0)  # a timer cycle only every second
+@pytest.mark.parametrize('forward_source_stamp', [False, True])
+def test_a_new_command_is_forwarded_at_once_stamped_as_configured(ros, wait_for, graph,
+                                                                  forward_source_stamp):
+    start_mux(ros, rate_hz=1.0, forward_source_stamp=forward_source_stamp)  # a cycle a second
     assert wait_for(lambda: len(graph.status) > 0, 5.0)
     publisher = ros.publisher(TwistStamped, 'policy/twist', COMMAND_QOS)
     issued_s = 1_700_000_000.25
@@ -108,8 +111,11 @@ def test_a_new_command_is_forwarded_at_once_with_its_issue_stamp(ros, wait_for, 
         'forwarded on arrival, not at the next 1 Hz cycle'
     forwarded = next(m for m in graph.cmd_twist.messages
                      if np.allclose(linear(m), [0.1, 0.0, 0.0]))
-    stamp = forwarded.header.stamp
-    assert abs(stamp.sec + stamp.nanosec * 1e-9 - issued_s) < 1e-6, 'the source stamp'
+    stamp_s = forwarded.header.stamp.sec + forwarded.header.stamp.nanosec * 1e-9
+    if forward_source_stamp:
+        assert abs(stamp_s - issued_s) < 1e-6, 'the source stamp'
+    else:
+        assert abs(stamp_s - time.time()) < 5.0, 'the time of publishing'
 
 
 def test_nan_gives_zero_and_limits_clamp(ros, wait_for, graph):

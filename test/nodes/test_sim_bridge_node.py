@@ -93,7 +93,8 @@ def test_scripted_operator_demonstrates_through_the_command_mux(ros, wait_for):
     commands = ros.collect(TwistStamped, 'cmd/twist', COMMAND_QOS)
     success = ros.collect(Bool, 'sim/success', COMMAND_QOS)
     statuses = ros.collect(String, 'sim/status', LATCHED_QOS)
-    ros.add_node(CommandMuxNode(context=ros.context))
+    ros.add_node(CommandMuxNode(context=ros.context, parameter_overrides=[
+        Parameter('forward_source_stamp', value=True)]))
     start_bridge(ros, scripted_operator=True, max_steps=150, recorder_timeout_s=0.0)
     next_task = ros.publisher(String, 'operator/next_task', LATCHED_QOS)
     request = {'request_id': 3, 'round': 0, 'task': 'reach-v3', 'done': False}
