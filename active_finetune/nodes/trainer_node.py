@@ -178,6 +178,8 @@ class TrainerNode(Node):
     def _drain_evaluation(self):
         process, evaluation_queue, version = self._evaluation
         training = self._process is not None
+        # Whether it had exited before this drain: its last item is then already readable.
+        exited = not process.is_alive()
         while True:
             try:
                 item = evaluation_queue.get_nowait()
@@ -189,7 +191,7 @@ class TrainerNode(Node):
                 process.join(timeout=5.0)
                 self._evaluation = None
                 return
-        if not process.is_alive():
+        if exited:
             self._apply(self.session.on_evaluation_died(version, process.exitcode,
                                                         self._entries(), training))
             self._evaluation = None
@@ -206,6 +208,8 @@ class TrainerNode(Node):
         self._status('training', f'round {round_index} started on {len(plan.paths)} demos')
 
     def _drain_queue(self):
+        # Whether it had exited before this drain: its last item is then already readable.
+        exited = self._process is not None and not self._process.is_alive()
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -217,7 +221,7 @@ class TrainerNode(Node):
             self._apply(outcome)
             if outcome.finished:
                 return
-        if self._process is not None and not self._process.is_alive():
+        if exited:
             exit_code = self._process.exitcode
             self._finish_process()
             self._apply(self.session.on_job_died(exit_code, self._entries()))
