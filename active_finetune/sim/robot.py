@@ -113,11 +113,10 @@ class CommandInbox:
         self._twist_time_s = None
         self._twist_stamp_s = None
         self._gripper = -1.0
-        self._gripper_time_s = None
         self._interrupted = False
 
     def interrupt(self):
-        """Make every current and future :meth:`wait_for_commands_after` return at once."""
+        """Make every current and future wait for a twist return at once."""
         with self._condition:
             self._interrupted = True
             self._condition.notify_all()
@@ -173,8 +172,6 @@ class CommandInbox:
         """
         with self._condition:
             self._gripper = float(value)
-            self._gripper_time_s = time.monotonic()
-            self._condition.notify_all()
 
     def action(self, max_linear_velocity_mps, timeout_s):
         """
@@ -192,20 +189,17 @@ class CommandInbox:
         action = np.append(linear, gripper)
         return np.clip(np.nan_to_num(action, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
 
-    def wait_for_commands_after(self, since_s, timeout_s, need_gripper=True):
+    def wait_for_twist_after(self, since_s, timeout_s):
         """
-        Wait until a twist (and a gripper command) has arrived after ``since_s``.
+        Wait until a twist has arrived after ``since_s``.
 
-        :param since_s: time.monotonic() the request for them was sent
+        :param since_s: time.monotonic() from which on a twist counts
         :param timeout_s: deadline in seconds
-        :param need_gripper: also wait for a gripper command
-        :return: True when they arrived in time
+        :return: True when one arrived in time
         """
         def arrived():
-            twist = self._twist_time_s is not None and self._twist_time_s >= since_s
-            gripper = not need_gripper or (
-                self._gripper_time_s is not None and self._gripper_time_s >= since_s)
-            return self._interrupted or (twist and gripper)
+            return self._interrupted or (
+                self._twist_time_s is not None and self._twist_time_s >= since_s)
 
         with self._condition:
             return self._condition.wait_for(arrived, timeout_s)
@@ -356,8 +350,7 @@ class SimRobot:
             elif period_s == 0:
                 # Lock-step with whoever commands; idles at 1 / command_timeout_s steps per
                 # second without commands.
-                self.commands.wait_for_commands_after(
-                    last_step_s, self.config.command_timeout_s, need_gripper=False)
+                self.commands.wait_for_twist_after(last_step_s, self.config.command_timeout_s)
             last_step_s = time.monotonic()
             if issued_s is not None and not self.commands.has_twist_issued_at(issued_s):
                 self.late_commands += 1
