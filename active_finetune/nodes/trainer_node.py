@@ -27,6 +27,7 @@ Every payload goes through :mod:`active_finetune.payloads`.
 """
 
 from collections import deque
+from dataclasses import replace
 import multiprocessing
 from pathlib import Path
 import queue as queue_module
@@ -148,6 +149,7 @@ class TrainerNode(Node):
             self.get_logger().warning(f'ignoring malformed operator/next_task: {exc}',
                                       throttle_duration_sec=10.0)
             return
+        self.session.budget_spent = bool(suggestion.done)
         if self.session.follow_round_size(suggestion.demos_per_round):
             self.get_logger().info(
                 f'demos per round: {self.session.demos_per_round}, as the task selector '
@@ -169,10 +171,17 @@ class TrainerNode(Node):
             self.get_logger().error(f'trainer poll failed: {exc!r}')
 
     def _start_evaluation(self, job):
+        job = replace(job, workers=self.session.evaluation_workers(self._process is not None))
         evaluation_queue = self._ctx.Queue()
+        # A daemon process may not start the simulator pool of a multi-worker evaluation;
+        # destroy_node terminates either kind.
         process = self._ctx.Process(target=run_evaluation, args=(job, evaluation_queue),
-                                    daemon=True, name=f'trainer-evaluation-v{job.version}')
+                                    daemon=job.workers <= 1,
+                                    name=f'trainer-evaluation-v{job.version}')
         process.start()
+        if job.workers > 1:
+            self.get_logger().info(f'evaluating version {job.version} with {job.workers} '
+                                   f'simulator processes (budget spent, no round training)')
         self._evaluation = (process, evaluation_queue, job.version)
 
     def _drain_evaluation(self):

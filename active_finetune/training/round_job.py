@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 import re
 import shutil
+import signal
 import time
 
 from active_finetune.safety import check_proprio_rows, DEFAULT_MAX_PROPRIO_STD, \
@@ -89,6 +90,11 @@ class EvaluationJob:
     """
     threads: int = 1
     """Torch threads (one: a round may be training on the other cores meanwhile)."""
+    workers: int = 1
+    """
+    Simulator processes (spawned by the evaluation process; more than one only when nothing
+    else needs the cores, see ``TrainerSession.evaluation_workers``).
+    """
 
 
 def version_path(checkpoint_dir, version):
@@ -250,15 +256,25 @@ def run_evaluation(job, queue):
     'version', 'success': {task: rate}, 'reused': [task]}`` or ``{'kind': 'error', 'version',
     'message'}`` on ``queue``.
 
+    With ``job.workers`` > 1 the episodes run in a pool of spawned processes, which SIGTERM
+    (the trainer stopping) tears down with this one.
+
     :param job: :class:`EvaluationJob`
     :param queue: multiprocessing queue
     """
+    if job.workers > 1:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         queue.put({'kind': 'evaluation', 'version': job.version, **_evaluate(job, queue)})
     except Exception as exc:  # noqa: B902 - the parent must hear about every failure
         _LOG.exception('evaluation failed')
         queue.put({'kind': 'error', 'version': job.version,
                    'message': f'{type(exc).__name__}: {exc}'})
+
+
+def _exit_on_sigterm(signum, frame):
+    # SystemExit unwinds through evaluate_policy's pool, which terminates its workers.
+    raise SystemExit(128 + signum)
 
 
 def _evaluate(job, queue):
@@ -278,7 +294,7 @@ def _evaluate(job, queue):
     success = evaluate_policy(
         policy, evaluated, job.episodes, SimConfig(image_size=image_size,
                                                    max_steps=job.max_steps),
-        base_seed=EVALUATION_SEED, progress=False) if evaluated else {}
+        base_seed=EVALUATION_SEED, workers=job.workers, progress=False) if evaluated else {}
     success.update({t: job.baseline_evaluation['success'][t] for t in reused})
     return {'success': {t: success[t] for t in tasks}, 'reused': reused}
 

@@ -93,6 +93,8 @@ class TrainerSession:
         self.trained_on = int(provenance.get('demos_used', 0))
         self.round = int(provenance.get('round', -1)) + 1 if version else 0
         self.announced_round_size = None
+        self.budget_spent = False
+        """The task selector announced its budget spent (operator/next_task ``done``)."""
         # path -> (size, mtime_ns) of episodes a round skipped: not counted while unchanged.
         self._unusable = {}
         self.catalog = EpisodeCatalog(settings.dataset_dir)
@@ -116,6 +118,18 @@ class TrainerSession:
             return False
         self.announced_round_size = int(demos_per_round)
         return True
+
+    def evaluation_workers(self, training):
+        """
+        Choose the simulator processes of an evaluation starting now.
+
+        :param training: a round is running
+        :return: ``last_evaluation_workers`` once the selector's budget is spent and no round
+            trains (no demo or round will need the cores), else 1
+        """
+        if self.budget_spent and not training:
+            return self.settings.last_evaluation_workers
+        return 1
 
     # --- episodes -----------------------------------------------------------------------------
     def rescan(self):

@@ -90,6 +90,11 @@ class TrainerSettings:
         'range': (0.0, 1e7), 'read_only': True})
     threads: int = field(default=1, metadata={
         'description': 'torch threads of the training process', 'range': (1, 256)})
+    last_evaluation_workers: int = field(default=2, metadata={
+        'description': 'simulator processes of an evaluation that starts after the task '
+                       'selector announced its budget spent while no round trains (the '
+                       "session's last evaluation: no demo or round needs the cores); every "
+                       'other evaluation runs in one process beside them', 'range': (1, 64)})
     max_proprio_std: float = field(default=DEFAULT_MAX_PROPRIO_STD, metadata={
         'description': 'skip an episode with an end-effector coordinate further than this from '
                        "the base checkpoint's training mean (standard deviations of its "

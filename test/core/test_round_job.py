@@ -1,6 +1,11 @@
 """A trainer round writes the checkpoint; its slow evaluation in simulation is a job of its own."""
 
+import multiprocessing
+import os
+from pathlib import Path
 import queue
+import signal
+import time
 
 from active_finetune.data.episode_index import list_saved_episodes
 from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
@@ -9,6 +14,7 @@ from active_finetune.policy.model import PolicyConfig, TaskPolicy
 from active_finetune.training.round_job import EvaluationJob, RoundJob, run_evaluation, \
     run_round
 import numpy as np
+import pytest
 
 TASKS = ('reach-v3', 'push-v3')
 
@@ -153,3 +159,98 @@ def test_tasks_still_on_the_pretrained_weights_reuse_a_matching_baseline(tmp_pat
         **baseline, 'checkpoint_sha256': '0' * 64})) == []
     # Without the adaptive prior no task is known to be unchanged.
     assert unchanged_tasks(policy, TASKS, job()) == []
+
+
+def children_of(pid):
+    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in Path('/proc').iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / 'stat').read_text().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != 'Z':
+                out.append(int(entry.name))
+    return out
+
+
+def alive(pid):
+    try:
+        state = (Path('/proc') / str(pid) / 'stat').read_text().rsplit(')', 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != 'Z'
+
+
+def maps_library(pid, name):
+    """Whether process ``pid`` has a shared library with ``name`` in its path mapped."""
+    try:
+        return name in (Path('/proc') / str(pid) / 'maps').read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def image_checkpoint(tmp_path):
+    policy = TaskPolicy(PolicyConfig(tasks=TASKS, observation='image', image_size=32,
+                                     conv_channels=(8, 8, 8, 8), hidden_dim=32, feature_dim=16))
+    save_checkpoint(policy, tmp_path / 'v1', {'kind': 'test'})
+    return str(tmp_path / 'v1')
+
+
+def test_an_evaluation_on_two_simulator_processes_reports_what_one_process_does(
+        image_checkpoint):
+    """The trainer's last evaluation: a non-daemon process whose episodes run in a pool."""
+    ctx = multiprocessing.get_context('spawn')
+    results = {}
+    for workers in (1, 2):
+        q = ctx.Queue()
+        job = EvaluationJob(checkpoint=image_checkpoint, version=1, round_index=0, episodes=2,
+                            max_steps=5, workers=workers)
+        process = ctx.Process(target=run_evaluation, args=(job, q), daemon=workers == 1)
+        process.start()
+        try:
+            items = [q.get(timeout=120) for _ in range(2)]
+            process.join(timeout=30)
+        finally:
+            if process.is_alive():
+                process.kill()
+        assert [item['kind'] for item in items] == ['progress', 'evaluation'], items
+        assert process.exitcode == 0
+        results[workers] = items[-1]['success']
+    assert set(results[2]) == set(TASKS)
+    assert results[2] == results[1], 'the same seeded scenes, whatever the process count'
+
+
+def test_stopping_a_multi_process_evaluation_stops_its_simulators(image_checkpoint):
+    ctx = multiprocessing.get_context('spawn')
+    q = ctx.Queue()
+    # Far more episodes than the test waits for: each simulator would run for minutes.
+    job = EvaluationJob(checkpoint=image_checkpoint, version=1, round_index=0, episodes=1000,
+                        max_steps=150, workers=2)
+    process = ctx.Process(target=run_evaluation, args=(job, q), daemon=False)
+    process.start()
+    workers = []
+    try:
+        assert q.get(timeout=120)['kind'] == 'progress'
+        # Wait until two simulators run (MuJoCo loaded): a worker still starting up would die
+        # with its parent anyway.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            workers = [pid for pid in children_of(process.pid) if maps_library(pid, 'mujoco')]
+            if len(workers) >= 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) >= 2, f'no simulator pool under the evaluation: {workers}'
+        process.terminate()
+        process.join(timeout=30)
+        assert process.exitcode is not None, 'SIGTERM did not stop the evaluation'
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in workers), 'simulator processes left behind'
+    finally:
+        for pid in [process.pid, *workers]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

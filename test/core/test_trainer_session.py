@@ -227,3 +227,14 @@ def test_unknown_queue_item(dirs):
         make_session(dirs).on_job_item({'kind': 'other'}, [])
     with pytest.raises(ValueError, match='unknown'):
         make_session(dirs).on_evaluation_item({'kind': 'checkpoint'}, [], training=False)
+
+
+def test_only_the_last_evaluation_runs_on_several_simulator_processes(dirs):
+    session = make_session(dirs, last_evaluation_workers=2)
+    assert session.evaluation_workers(training=False) == 1, 'demos may still come'
+    session.budget_spent = True
+    assert session.evaluation_workers(training=True) == 1, 'a round shares the cores'
+    assert session.evaluation_workers(training=False) == 2
+    single = make_session(dirs, last_evaluation_workers=1)
+    single.budget_spent = True
+    assert single.evaluation_workers(training=False) == 1

@@ -14,7 +14,7 @@ from active_finetune.data.recorder import EpisodeRecorder, RecorderSettings
 from active_finetune.nodes.checkpoint_transfer import CheckpointFetcher
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS, latched_qos
 from active_finetune.nodes.trainer_node import TrainerNode
-from active_finetune.payloads import encode, EpisodeSaved
+from active_finetune.payloads import encode, EpisodeSaved, NextTask
 from active_finetune.policy.checkpoint import load_checkpoint, save_checkpoint, WEIGHTS_FILE
 from active_finetune.policy.model import PolicyConfig, TaskPolicy
 import numpy as np
@@ -188,3 +188,34 @@ def test_each_version_is_evaluated_in_its_own_process_and_rounds_go_on(ros, wait
         assert all(rate in (0.0, 1.0) for rate in evaluation['success'].values())
     states = [json.loads(m.data)['state'] for m in statuses.messages]
     assert 'evaluating' in states and 'error' not in states, states
+
+
+def test_the_last_evaluation_runs_on_two_simulator_processes_once_the_budget_is_spent(
+        ros, wait_for, tmp_path):
+    initial = tmp_path / 'initial'
+    save_checkpoint(TaskPolicy(PolicyConfig(
+        tasks=TASKS, observation='image', image_size=32, conv_channels=(8, 8, 8, 8),
+        hidden_dim=32, feature_dim=16)), initial, {'kind': 'test'})
+    dataset = tmp_path / 'episodes'
+    recorder = EpisodeRecorder(RecorderSettings(dataset_dir=str(dataset), min_free_disk_mb=0.0))
+    try:
+        record_demo(recorder, 'reach-v3', 6, seed=1)
+    finally:
+        recorder.close()
+    evaluations = ros.collect(String, 'trainer/evaluation', LATCHED_QOS)
+    statuses = ros.collect(String, 'trainer/status', COMMAND_QOS)
+    suggestions = ros.publisher(String, 'operator/next_task', LATCHED_QOS)
+    suggestions.publish(String(data=encode(NextTask(
+        task='', budget=1, demos_used=1, budget_remaining=0, demos_per_round=1, done=True))))
+    trainer = start_trainer(ros, dataset, tmp_path / 'checkpoints', initial, steps=5,
+                            batch_size=4, evaluate_episodes=2, evaluate_max_steps=5,
+                            last_evaluation_workers=2)
+    assert wait_for(lambda: trainer.session.budget_spent, 30.0), 'operator/next_task not taken'
+    # A daemon evaluation process could not start the simulator pool: that would be an error.
+    assert wait_for(lambda: evaluations.messages, 150.0), \
+        [json.loads(m.data)['message'] for m in statuses.messages]
+    evaluation = json.loads(evaluations.last.data)
+    assert evaluation['version'] == 1 and set(evaluation['success']) == set(TASKS)
+    assert evaluation['episodes'] == 2
+    states = [json.loads(m.data)['state'] for m in statuses.messages]
+    assert 'error' not in states, [json.loads(m.data)['message'] for m in statuses.messages]
