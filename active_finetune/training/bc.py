@@ -42,6 +42,14 @@ class TrainConfig:
     a policy with a frozen pretrained trunk: the trunk's features of every frame are computed
     once per round (:func:`trunk_features`), which is what makes its rounds fast.
     """
+    trunk_shift_copies: int = 0
+    """
+    Random-shift augmentation for a policy with a frozen pretrained trunk: besides each frame's
+    trunk features, those of this many copies shifted by up to ``image_shift_px`` (a new random
+    shift per frame and copy) are computed once per round, and every batch row takes one of the
+    ``1 + trunk_shift_copies`` versions at random.  Costs that many more trunk passes per round.
+    0 = off (the unshifted features only).
+    """
     forgetting_control: str = 'adaptive_prior'
     """
     'adaptive_prior' (a frozen pretrained copy mixed in per task), 'l2_init' (L2 to the
@@ -79,6 +87,12 @@ class TrainConfig:
     discarded after training (checkpoints and serving are unchanged); episodes without states
     (a real robot's) cannot use it.  0 = off.
     """
+    ema_decay: float = 0.0
+    """
+    Exponential moving average of the fine-tuned network's weights over the round's steps
+    (:class:`torch.optim.swa_utils.AveragedModel`); the returned policy carries the average.
+    0 = off (the last step's weights).
+    """
     validation_fraction: float = 0.0
     """
     Share of the demo frames held out of training (drawn per seed); the loss on them
@@ -111,6 +125,10 @@ class TrainConfig:
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f'validation_fraction must be in [0, 1), '
                              f'got {self.validation_fraction}')
+        if self.trunk_shift_copies < 0:
+            raise ValueError(f'trunk_shift_copies must be >= 0, got {self.trunk_shift_copies}')
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f'ema_decay must be in [0, 1), got {self.ema_decay}')
         if not 0.0 <= self.alpha_start_fraction < 1.0:
             raise ValueError(f'alpha_start_fraction must be in [0, 1), '
                              f'got {self.alpha_start_fraction}')
@@ -224,6 +242,29 @@ def trunk_features(policy, images, device, chunk=256):
     return torch.cat(out)
 
 
+def shifted_trunk_features(policy, images, device, copies, pad, generator, chunk=256):
+    """
+    Compute the frozen trunk's features of randomly shifted copies of every frame once.
+
+    :param policy: a :class:`TaskPolicy` with a pretrained trunk
+    :param images: uint8 array (N, H, W, 3)
+    :param device: torch device
+    :param copies: shifted copies per frame
+    :param pad: largest shift (pixels, :func:`random_shift`)
+    :param generator: torch.Generator of the shifts
+    :param chunk: frames per forward pass
+    :return: float16 tensor (copies, N, C, h, w) on ``device``
+    """
+    out = []
+    for _ in range(copies):
+        parts = []
+        for start in range(0, len(images), chunk):
+            batch = random_shift(torch.from_numpy(images[start:start + chunk]), pad, generator)
+            parts.append(policy.image_features(batch.to(device)).half())
+        out.append(torch.cat(parts))
+    return torch.stack(out)
+
+
 def anchor_weights(policy, anchor=None):
     """
     Weights that L2-to-init pulls towards: the pretrained policy pi0.
@@ -314,19 +355,23 @@ def split_rows(n_rows, fraction, rng):
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _rows(dataset, idx, device, features=None):
+def _rows(dataset, idx, device, features=None, version=None):
     """
     Rows ``idx`` of ``dataset`` as a batch, with the trunk's cached features instead of images.
 
     :param dataset: :class:`DemoDataset`
     :param idx: row indices
     :param device: torch device
-    :param features: :func:`trunk_features` of the dataset, or None to keep the images
+    :param features: :func:`trunk_features` of the dataset (N, ...), or with ``version`` those
+        of its shifted copies too (1 + copies, N, ...); None to keep the images
+    :param version: per row, which of the stacked feature versions to take (0: unshifted)
     :return: (ObservationBatch, actions tensor)
     """
     batch, target = dataset.batch(idx, device)
     if features is not None:
-        batch.image_features = features[torch.as_tensor(idx, device=device)]
+        rows = torch.as_tensor(idx, device=device)
+        batch.image_features = features[rows] if version is None \
+            else features[torch.as_tensor(version, device=device), rows]
         batch.images = None
     return batch, target
 
@@ -433,8 +478,13 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
                     dataset.task_counts, pretraining_counts, model.config.tasks)))
     train_rows, val_rows = split_rows(len(dataset), config.validation_fraction, rng)
     features = None
+    versions = None
     if model.trunk is not None and config.steps > 0:
         features = trunk_features(model, dataset.images, device)
+        if config.trunk_shift_copies > 0 and config.image_shift_px > 0:
+            versions = torch.cat([features[None], shifted_trunk_features(
+                model, dataset.images, device, config.trunk_shift_copies,
+                config.image_shift_px, generator)])
     val_start = None
     if len(val_rows):
         model.eval()
@@ -453,12 +503,21 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
     if config.forgetting_control == 'adaptive_prior':
         alpha_optimizer = torch.optim.Adam(
             [model.alpha_logit], lr=config.alpha_logit_travel / max(1, config.steps - alpha_start))
+    average = None
+    if config.ema_decay > 0 and config.steps > 0:
+        average = torch.optim.swa_utils.AveragedModel(
+            model.net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay),
+            use_buffers=True)
     metrics = {}
     bar = tqdm(range(config.steps), desc='train', disable=not progress, leave=False)
     for step in bar:
         idx = train_rows[rng.integers(0, len(train_rows),
                                       size=min(config.batch_size, len(train_rows)))]
-        batch, target = _rows(dataset, idx, device, features)
+        if versions is None:
+            batch, target = _rows(dataset, idx, device, features)
+        else:
+            batch, target = _rows(dataset, idx, device, versions,
+                                  rng.integers(0, len(versions), size=len(idx)))
         if batch.images is not None:
             batch.images = random_shift(batch.images, config.image_shift_px, generator)
         if config.forgetting_control == 'adaptive_prior':
@@ -492,6 +551,8 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
             scheduler.step()
         if alpha_optimizer is not None and step >= alpha_start:
             alpha_optimizer.step()
+        if average is not None:
+            average.update_parameters(model.net)
         if step % 100 == 0 or step == config.steps - 1:
             metrics = {'loss': float(loss.detach()), 'bc_loss': float(bc_loss.detach()),
                        'mse': float((mean.detach() - target).pow(2).sum(-1).mean()),
@@ -509,6 +570,8 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
                 log_fn(step, metrics)
     if state_aux is not None:
         state_aux.close()
+    if average is not None:
+        model.net.load_state_dict(average.module.state_dict())
     if config.forgetting_control == 'adaptive_prior':
         metrics['alpha'] = model.task_alphas()
     return model.eval(), metrics

@@ -207,3 +207,24 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero():
     assert cosine[0] < 3e-4 and abs(cosine[100] - 1.5e-4) < 1e-5 and cosine[200] < 1e-9
     with pytest.raises(ValueError, match='lr_schedule'):
         TrainConfig(lr_schedule='linear')
+
+
+def test_weight_average_is_the_exponential_average_of_the_iterates():
+    episodes = [synthetic_episode('reach-v3', i) for i in range(3)]
+    policy = state_policy()
+    dataset = DemoDataset(episodes, policy.config)
+    fit_normalisation(policy, dataset)
+    base = {'batch_size': 16, 'forgetting_control': 'none', 'seed': 5}
+    first, _ = train_bc(policy, dataset, TrainConfig(steps=1, **base))
+    second, _ = train_bc(policy, dataset, TrainConfig(steps=2, **base))
+    averaged, _ = train_bc(policy, dataset, TrainConfig(steps=2, ema_decay=0.75, **base))
+    # The average starts at the first iterate, then mixes in the second with weight 1 - decay.
+    moved = 0
+    for (key, w1), w2, avg in zip(first.net.state_dict().items(),
+                                  second.net.state_dict().values(),
+                                  averaged.net.state_dict().values()):
+        torch.testing.assert_close(avg, 0.75 * w1 + 0.25 * w2, msg=key)
+        moved += int(not torch.equal(w1, w2))
+    assert moved > 0, 'the second step changed nothing: the check would be empty'
+    with pytest.raises(ValueError, match='ema_decay'):
+        TrainConfig(ema_decay=1.0)

@@ -4,7 +4,8 @@ from active_finetune.data.episode import Episode
 from active_finetune.policy.checkpoint import load_checkpoint, save_checkpoint
 from active_finetune.policy.model import (
     load_pretrained_trunk, ObservationBatch, PolicyConfig, TaskPolicy, with_adaptive_prior)
-from active_finetune.training.bc import DemoDataset, train_bc, TrainConfig, trunk_features
+from active_finetune.training.bc import (
+    DemoDataset, shifted_trunk_features, train_bc, TrainConfig, trunk_features)
 import numpy as np
 import pytest
 import torch
@@ -169,3 +170,31 @@ def test_the_selectors_trunk_cache_keeps_features_while_the_checkpoint_stays(mon
     rows = episode_rows(demos[0])
     assert cache.rows(PolicyInference(TaskPolicy(PolicyConfig(tasks=TASKS, image_size=32)),
                                       'cpu'), rows) is rows
+
+
+def test_shifted_copies_of_the_trunk_features_augment_training():
+    policy = TaskPolicy(config())
+    load_pretrained_trunk(policy)
+    policy.eval()
+    images = episode('reach-v3').images
+    plain = trunk_features(policy, images, 'cpu')
+    unshifted = shifted_trunk_features(policy, images, 'cpu', copies=2, pad=0,
+                                       generator=torch.Generator().manual_seed(0))
+    assert unshifted.shape == (2, *plain.shape)
+    torch.testing.assert_close(unshifted[1], plain)
+    shifted = shifted_trunk_features(policy, images, 'cpu', copies=2, pad=4,
+                                     generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(shifted[0], plain) and not torch.equal(shifted[0], shifted[1])
+    dataset = DemoDataset([episode('reach-v3'), episode('push-v3', seed=1)], policy.config)
+    kwargs = {'steps': 30, 'batch_size': 8, 'seed': 2}
+    without, _ = train_bc(policy, dataset, TrainConfig(**kwargs))
+    again, _ = train_bc(policy, dataset, TrainConfig(trunk_shift_copies=2, **kwargs))
+    twice, _ = train_bc(policy, dataset, TrainConfig(trunk_shift_copies=2, **kwargs))
+    net = [k for k in without.state_dict() if k.startswith('net.')]
+    assert any(not torch.equal(without.state_dict()[k], again.state_dict()[k]) for k in net)
+    for key in net:
+        torch.testing.assert_close(again.state_dict()[key], twice.state_dict()[key], msg=key)
+    off, _ = train_bc(policy, dataset, TrainConfig(trunk_shift_copies=2, image_shift_px=0,
+                                                   **kwargs))
+    for key in net:
+        torch.testing.assert_close(off.state_dict()[key], without.state_dict()[key], msg=key)
