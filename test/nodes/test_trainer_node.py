@@ -149,7 +149,8 @@ def test_new_episodes_come_from_announcements_and_the_directory_is_listed_on_req
     assert json.loads(statuses.last.data)['demos_needed'] == 5
 
 
-def test_each_version_is_evaluated_in_its_own_process_and_rounds_go_on(ros, wait_for, tmp_path):
+def one_demo_setup(tmp_path):
+    """Save a tiny image checkpoint and record one short reach demo; return both directories."""
     initial = tmp_path / 'initial'
     save_checkpoint(TaskPolicy(PolicyConfig(
         tasks=TASKS, observation='image', image_size=32, conv_channels=(8, 8, 8, 8),
@@ -160,6 +161,11 @@ def test_each_version_is_evaluated_in_its_own_process_and_rounds_go_on(ros, wait
         record_demo(recorder, 'reach-v3', 6, seed=1)
     finally:
         recorder.close()
+    return initial, dataset
+
+
+def test_each_version_is_evaluated_in_its_own_process_and_rounds_go_on(ros, wait_for, tmp_path):
+    initial, dataset = one_demo_setup(tmp_path)
     checkpoints = ros.collect(String, 'trainer/checkpoint', LATCHED_QOS)
     evaluations = ros.collect(String, 'trainer/evaluation', LATCHED_QOS)
     statuses = ros.collect(String, 'trainer/status', COMMAND_QOS)
@@ -192,16 +198,7 @@ def test_each_version_is_evaluated_in_its_own_process_and_rounds_go_on(ros, wait
 
 def test_the_last_evaluation_runs_on_two_simulator_processes_once_the_budget_is_spent(
         ros, wait_for, tmp_path):
-    initial = tmp_path / 'initial'
-    save_checkpoint(TaskPolicy(PolicyConfig(
-        tasks=TASKS, observation='image', image_size=32, conv_channels=(8, 8, 8, 8),
-        hidden_dim=32, feature_dim=16)), initial, {'kind': 'test'})
-    dataset = tmp_path / 'episodes'
-    recorder = EpisodeRecorder(RecorderSettings(dataset_dir=str(dataset), min_free_disk_mb=0.0))
-    try:
-        record_demo(recorder, 'reach-v3', 6, seed=1)
-    finally:
-        recorder.close()
+    initial, dataset = one_demo_setup(tmp_path)
     evaluations = ros.collect(String, 'trainer/evaluation', LATCHED_QOS)
     statuses = ros.collect(String, 'trainer/status', COMMAND_QOS)
     suggestions = ros.publisher(String, 'operator/next_task', LATCHED_QOS)
