@@ -43,6 +43,13 @@ class TrainerSettings:
     loss: str = field(default='mse', metadata={
         'description': "behaviour-cloning loss: 'mse' (squared error of the executed mean action) "
                        "or 'nll' (Gaussian negative log-likelihood)"})
+    trunk_shift_copies: int = field(default=2, metadata={
+        'description': 'random-shift augmentation of a policy with a frozen pretrained trunk: '
+                       "the trunk's features of this many copies of every frame, each shifted "
+                       'by up to 4 pixels, are computed once per round next to the unshifted '
+                       'ones, and each training sample takes one of them at random (0: off; '
+                       'no effect on a policy without a trunk, which shifts its images itself)',
+        'range': (0, 16)})
     validation_fraction: float = field(default=0.1, metadata={
         'description': 'share of the demo frames held out of training to report a validation '
                        'loss (val_mse, next to val_mse_start of the starting policy)',
@@ -160,5 +167,6 @@ class TrainerSettings:
         """
         return {'steps': self.round_steps(demos), 'batch_size': self.batch_size,
                 'learning_rate': self.learning_rate, 'loss': self.loss,
+                'trunk_shift_copies': self.trunk_shift_copies,
                 'validation_fraction': self.validation_fraction,
                 'forgetting_control': self.forgetting_control, 'seed': self.seed}

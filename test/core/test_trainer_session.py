@@ -238,3 +238,10 @@ def test_only_the_last_evaluation_runs_on_several_simulator_processes(dirs):
     single = make_session(dirs, last_evaluation_workers=1)
     single.budget_spent = True
     assert single.evaluation_workers(training=False) == 1
+
+
+def test_rounds_train_on_shifted_trunk_features_unless_turned_off(dirs):
+    assert make_session(dirs, demos_per_round=2).plan_round(
+        entries(dirs, 2)).job.train['trunk_shift_copies'] == 2
+    assert make_session(dirs, demos_per_round=2, trunk_shift_copies=0).plan_round(
+        entries(dirs, 2)).job.train['trunk_shift_copies'] == 0
