@@ -33,7 +33,7 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = ('drawer-close-v3', 'window-open-v3', 'window-close-v3', 'button-press-topdown-v3')
 
 
-def finetune(policy, demos, steps, batch_size, seed, loss='mse'):
+def finetune(policy, demos, steps, batch_size, seed, loss='mse', trunk_shift_copies=0):
     """
     One fine-tuning round with the adaptive prior (the trainer node's defaults).
 
@@ -43,11 +43,13 @@ def finetune(policy, demos, steps, batch_size, seed, loss='mse'):
     :param batch_size: rows per step
     :param seed: training seed
     :param loss: 'mse' or 'nll' (:class:`TrainConfig`)
+    :param trunk_shift_copies: shifted copies of the trunk features (:class:`TrainConfig`)
     :return: (policy, seconds)
     """
     t0 = time.perf_counter()
     tuned, _ = train_bc(policy, DemoDataset(demos, policy.config),
-                        TrainConfig(steps=steps, batch_size=batch_size, seed=seed, loss=loss))
+                        TrainConfig(steps=steps, batch_size=batch_size, seed=seed, loss=loss,
+                                    trunk_shift_copies=trunk_shift_copies))
     return tuned, time.perf_counter() - t0
 
 
@@ -83,6 +85,9 @@ def main(argv=None):
     parser.add_argument('--noise-std', type=float, default=0.1)
     parser.add_argument('--loss', choices=('mse', 'nll'), default='mse',
                         help="behaviour-cloning loss (the trainer node's default is mse)")
+    parser.add_argument('--trunk-shift-copies', type=int, default=2,
+                        help="shifted copies of the trunk features (the trainer's default 2; "
+                             'results made before this option existed used 0)')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--seed', type=int, default=0)
@@ -112,7 +117,7 @@ def main(argv=None):
         for k in ks:
             for steps in step_counts:
                 tuned, train_s = finetune(policy, demos[task][:k], steps, args.batch_size,
-                                          args.seed, args.loss)
+                                          args.seed, args.loss, args.trunk_shift_copies)
                 rate = evaluate_policy(tuned, [task], args.episodes, sim, base_seed=10_000,
                                        workers=args.workers, progress=False)[task]
                 rows.append({'task': task, 'k': k, 'steps': steps, 'before': before[task],
@@ -123,7 +128,7 @@ def main(argv=None):
     if not args.skip_joint:
         all_demos = [e for t in tasks for e in demos[t]]
         tuned, train_s = finetune(policy, all_demos, step_counts[-1], args.batch_size, args.seed,
-                                  args.loss)
+                                  args.loss, args.trunk_shift_copies)
         after = evaluate_policy(tuned, policy.config.tasks, args.episodes, sim,
                                 base_seed=10_000, workers=args.workers, progress=False)
         others = [t for t in policy.config.tasks if t not in tasks]
