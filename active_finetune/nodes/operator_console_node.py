@@ -42,7 +42,7 @@ from active_finetune.console_view import ConsoleState, OperatorConsoleConfig, re
 from active_finetune.nodes.parameters import declare_config
 from active_finetune.nodes.qos import COMMAND_QOS, LATCHED_QOS
 from active_finetune.nodes.spin import (
-    ignore_stop_signals, install_stop_handlers, stopping_on_signal)
+    ignore_stop_signals, install_stop_handlers, stop_requested, stopping_on_signal)
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -348,7 +348,7 @@ def run_console(node, console=None, stdin=None):
                 get_renderable=node.render, console=console,
                 refresh_per_second=node.config.refresh_hz, screen=console.is_terminal,
                 redirect_stderr=False))
-            while not node.quit_requested.wait(0.1):
+            while not (node.quit_requested.wait(0.1) or stop_requested()):
                 pass
     finally:
         executor.shutdown(timeout_sec=2.0)

@@ -10,7 +10,8 @@ import signal
 import threading
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, \
+    SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -19,10 +20,24 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _STOP_REQUESTED = threading.Event()
 
+SPIN_PERIOD_S = 0.25
+"""Longest wait of one executor turn: how late a stop that raised nothing is noticed."""
+
+
+def _in_finalizer(frame):
+    while frame is not None:
+        if frame.f_code.co_name == '__del__':
+            return True
+        frame = frame.f_back
+    return False
+
 
 def _stop(signum, frame):
     _STOP_REQUESTED.set()
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    # An exception raised inside a finalizer (e.g. rclpy's Future.__del__) is printed as
+    # "Exception ignored" and dropped; the spin loop sees the flag within SPIN_PERIOD_S instead.
+    if not _in_finalizer(frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def stop_requested():
@@ -78,6 +93,26 @@ def stopping_on_signal():
             raise
 
 
+def spin_until_stopped(node, threads=1):
+    """
+    Spin ``node`` until a stop signal or an external shutdown.
+
+    The stop flag is checked at least every :data:`SPIN_PERIOD_S`, so a stop signal whose
+    KeyboardInterrupt was not raised (or was swallowed) still ends the spin.
+
+    :param node: the node
+    :param threads: executor threads (1: single-threaded)
+    """
+    executor = MultiThreadedExecutor(num_threads=threads, context=node.context) if threads > 1 \
+        else SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        while not stop_requested():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+    finally:
+        executor.remove_node(node)
+
+
 def run_node(node_factory, args=None, threads=1):
     """
     Build a node, spin it until Ctrl-C, SIGTERM or SIGHUP, destroy it (it flushes and zeroes).
@@ -96,12 +131,7 @@ def run_node(node_factory, args=None, threads=1):
     try:
         with stopping_on_signal():
             node = node_factory()
-            if threads > 1:
-                executor = MultiThreadedExecutor(num_threads=threads)
-                executor.add_node(node)
-                executor.spin()
-            else:
-                rclpy.spin(node)
+            spin_until_stopped(node, threads)
     finally:
         ignore_stop_signals()
         if node is not None:
