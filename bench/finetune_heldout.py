@@ -144,6 +144,7 @@ def main(argv=None):
               'checkpoint': args.checkpoint, 'camera': camera, 'threads': args.threads,
               'episodes': args.episodes, 'max_steps': args.max_steps,
               'noise_std': args.noise_std, 'batch_size': args.batch_size, 'loss': args.loss,
+              'trunk_shift_copies': args.trunk_shift_copies,
               'before': before, 'rows': rows, 'joint': joint,
               'wall_s': round(time.perf_counter() - t_start, 1)}
     Path(args.out).write_text(json.dumps(result, indent=1) + '\n')
