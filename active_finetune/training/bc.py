@@ -225,7 +225,7 @@ def random_shift(images, pad, generator):
     return x.to(torch.uint8)
 
 
-def trunk_features(policy, images, device, chunk=256):
+def trunk_features(policy, images, device, chunk=256, shift=None):
     """
     Compute the frozen pretrained trunk's features of every frame once.
 
@@ -233,36 +233,17 @@ def trunk_features(policy, images, device, chunk=256):
     :param images: uint8 array (N, H, W, 3), e.g. a :class:`DemoDataset`'s ``images``
     :param device: torch device
     :param chunk: frames per forward pass
+    :param shift: None, or (pad, torch.Generator): features of the frames randomly shifted by up
+        to ``pad`` pixels (:func:`random_shift`, a new shift per frame)
     :return: float16 tensor (N, C, h, w) on ``device`` (half the memory of float32)
     """
     out = []
     for start in range(0, len(images), chunk):
-        batch = torch.from_numpy(images[start:start + chunk]).to(device)
-        out.append(policy.image_features(batch).half())
+        batch = torch.from_numpy(images[start:start + chunk])
+        if shift is not None:
+            batch = random_shift(batch, *shift)
+        out.append(policy.image_features(batch.to(device)).half())
     return torch.cat(out)
-
-
-def shifted_trunk_features(policy, images, device, copies, pad, generator, chunk=256):
-    """
-    Compute the frozen trunk's features of randomly shifted copies of every frame once.
-
-    :param policy: a :class:`TaskPolicy` with a pretrained trunk
-    :param images: uint8 array (N, H, W, 3)
-    :param device: torch device
-    :param copies: shifted copies per frame
-    :param pad: largest shift (pixels, :func:`random_shift`)
-    :param generator: torch.Generator of the shifts
-    :param chunk: frames per forward pass
-    :return: float16 tensor (copies, N, C, h, w) on ``device``
-    """
-    out = []
-    for _ in range(copies):
-        parts = []
-        for start in range(0, len(images), chunk):
-            batch = random_shift(torch.from_numpy(images[start:start + chunk]), pad, generator)
-            parts.append(policy.image_features(batch.to(device)).half())
-        out.append(torch.cat(parts))
-    return torch.stack(out)
 
 
 def anchor_weights(policy, anchor=None):
@@ -482,9 +463,12 @@ def train_bc(policy, dataset, config=TrainConfig(), progress=False, log_fn=None,
     if model.trunk is not None and config.steps > 0:
         features = trunk_features(model, dataset.images, device)
         if config.trunk_shift_copies > 0 and config.image_shift_px > 0:
-            versions = torch.cat([features[None], shifted_trunk_features(
-                model, dataset.images, device, config.trunk_shift_copies,
-                config.image_shift_px, generator)])
+            # Contiguous: the trunk's output is channels-last, and the layout decides the
+            # order of the sums downstream (the numbers of a seed).
+            versions = torch.stack([features] + [
+                trunk_features(model, dataset.images, device,
+                               shift=(config.image_shift_px, generator))
+                for _ in range(config.trunk_shift_copies)]).contiguous()
     val_start = None
     if len(val_rows):
         model.eval()

@@ -5,7 +5,7 @@ from active_finetune.policy.checkpoint import load_checkpoint, save_checkpoint
 from active_finetune.policy.model import (
     load_pretrained_trunk, ObservationBatch, PolicyConfig, TaskPolicy, with_adaptive_prior)
 from active_finetune.training.bc import (
-    DemoDataset, shifted_trunk_features, train_bc, TrainConfig, trunk_features)
+    DemoDataset, train_bc, TrainConfig, trunk_features)
 import numpy as np
 import pytest
 import torch
@@ -178,12 +178,16 @@ def test_shifted_copies_of_the_trunk_features_augment_training():
     policy.eval()
     images = episode('reach-v3').images
     plain = trunk_features(policy, images, 'cpu')
-    unshifted = shifted_trunk_features(policy, images, 'cpu', copies=2, pad=0,
-                                       generator=torch.Generator().manual_seed(0))
+
+    def copies(pad):
+        generator = torch.Generator().manual_seed(0)
+        return torch.stack([trunk_features(policy, images, 'cpu', shift=(pad, generator))
+                            for _ in range(2)])
+
+    unshifted = copies(pad=0)
     assert unshifted.shape == (2, *plain.shape)
     torch.testing.assert_close(unshifted[1], plain)
-    shifted = shifted_trunk_features(policy, images, 'cpu', copies=2, pad=4,
-                                     generator=torch.Generator().manual_seed(0))
+    shifted = copies(pad=4)
     assert not torch.equal(shifted[0], plain) and not torch.equal(shifted[0], shifted[1])
     dataset = DemoDataset([episode('reach-v3'), episode('push-v3', seed=1)], policy.config)
     kwargs = {'steps': 30, 'batch_size': 8, 'seed': 2}
