@@ -189,28 +189,24 @@ def paired_summary(rows, reference):
 
     :param rows: result rows (run, schedule, variant, seed, mean)
     :param reference: name of the reference variant
-    :return: list of dicts per (schedule, variant): the per-pair differences, their mean, 90%
-        bootstrap interval and sign-flip p-value (as the experiments report them)
+    :return: list of dicts per (schedule, variant): the experiments' paired statistics
+        (:func:`~active_finetune.commands.experiment.paired_stats`: differences per pair, their
+        mean, 90% bootstrap interval, sign-flip p-value and verdict)
     """
-    from active_finetune.commands.experiment import bootstrap_ci, sign_flip_p_value
-    means = {(r.get('run', ''), r['schedule'], r['variant'], r['seed']): r['mean'] for r in rows}
+    from active_finetune.commands.experiment import paired_stats
+
+    def means(schedule, variant):
+        return {f'{Path(r.get("run", "")).name} seed {r["seed"]}': r['mean'] for r in rows
+                if r['schedule'] == schedule and r['variant'] == variant}
     out = []
     for schedule, variant in sorted({(r['schedule'], r['variant']) for r in rows}):
         if variant == reference:
             continue
-        pairs = {f'{Path(run).name} seed {seed}': round(mean - means[(run, s, reference, seed)], 3)
-                 for (run, s, v, seed), mean in sorted(means.items())
-                 if s == schedule and v == variant and (run, s, reference, seed) in means}
-        if not pairs:
-            continue
-        diffs = list(pairs.values())
-        mean, low, high = bootstrap_ci(diffs)
-        out.append({'schedule': schedule, 'variant': variant, 'reference': reference,
-                    'per_pair': pairs, 'mean': round(mean, 3),
-                    'ci90_bootstrap': [round(low, 3), round(high, 3)],
-                    'sign_flip_p': round(sign_flip_p_value(diffs), 4),
-                    'verdict': 'no measurable difference' if low <= 0 <= high
-                    else ('higher' if low > 0 else 'lower')})
+        stats = paired_stats(variant, reference, means(schedule, variant),
+                             means(schedule, reference))
+        if stats is not None:
+            out.append({'schedule': schedule, 'variant': variant, 'reference': reference,
+                        **stats})
     return out
 
 

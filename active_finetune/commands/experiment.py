@@ -282,7 +282,7 @@ def sign_flip_p_value(diffs, max_exact=16, samples=20000, seed=0):
     return (hits + 1) / (samples + 1)
 
 
-def _paired_stats(name_a, name_b, values_a, values_b):
+def paired_stats(name_a, name_b, values_a, values_b):
     """
     Mean difference, its 90% bootstrap CI, sign-flip p-value and verdict over the common seeds.
 
@@ -403,14 +403,14 @@ def _paired(by_variant):
                          'left out of the pairing', name, ref, excluded)
             auc_a = {k: v for k, v in auc_a.items() if k not in excluded}
             curves_a = {k: v for k, v in curves_a.items() if k not in excluded}
-        auc = _paired_stats(name, ref, auc_a, auc_b)
+        auc = paired_stats(name, ref, auc_a, auc_b)
         if auc is None:
             continue
         demos = sorted({d for c in curves_a.values() for d in c} &
                        {d for c in curves_b.values() for d in c})
         per_demos = []
         for d in demos:
-            stats = _paired_stats(name, ref,
+            stats = paired_stats(name, ref,
                                   {s: c[d] for s, c in curves_a.items() if d in c},
                                   {s: c[d] for s, c in curves_b.items() if d in c})
             if stats is not None:
