@@ -411,8 +411,8 @@ def _paired(by_variant):
         per_demos = []
         for d in demos:
             stats = paired_stats(name, ref,
-                                  {s: c[d] for s, c in curves_a.items() if d in c},
-                                  {s: c[d] for s, c in curves_b.items() if d in c})
+                                 {s: c[d] for s, c in curves_a.items() if d in c},
+                                 {s: c[d] for s, c in curves_b.items() if d in c})
             if stats is not None:
                 per_demos.append(dict(demos=d, **stats))
         paired[f'{name} - {ref}'] = {
